@@ -1,0 +1,35 @@
+"""Shared pytest set-up: fixture paths and a ROS 2 environment that never leaves the loopback."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+# Before anything can import rclpy: DDS discovery stays on this machine, in a domain of our own.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+
+REPO = Path(__file__).resolve().parents[1]
+#: ../shared/data next to the repository (CI clones with shared/ beside it); ELITE_ROS_DATA overrides.
+DATA = Path(os.environ.get("ELITE_ROS_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real third-party fixtures (read-only, CC BY-NC-SA for the KITTI parts)."""
+    if not DATA.is_dir():
+        pytest.fail(f"test fixtures not found at {DATA}: clone the repo next to shared/ or set ELITE_ROS_DATA")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def luminar_bags(data_dir: Path) -> dict[str, Path]:
+    """The real Luminar recording in its three containers: ROS 1, rosbag2 sqlite3, rosbag2 mcap."""
+    bags = data_dir / "bags"
+    return {
+        "ros1": bags / "embag_luminar_test.bag",
+        "sqlite3": bags / "derived" / "embag_luminar_test_ros2_db3",
+        "mcap": bags / "derived" / "embag_luminar_test_ros2_mcap",
+    }

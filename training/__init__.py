@@ -1,0 +1,1 @@
+"""elite_ros_training: the ELiTe teacher-student training module (extra `[train]`)."""

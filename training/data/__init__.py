@@ -1,0 +1,1 @@
+"""Datasets, KITTI/SemanticKITTI readers, rosbag conversion, augmentation and projection."""

@@ -1,0 +1,1 @@
+"""A procedural, licence-free KITTI-like world: HDL-64E ray caster, camera renderer, labels."""
