@@ -1,0 +1,202 @@
+"""Runtime parameters of the segment node and the bag tools: one typed dataclass, one JSON schema.
+
+`schema/segment.param.schema.json` is the single description of every parameter (type, range, allowed
+values, default, meaning); `config/segment.param.yaml` holds the shipped values in the ROS 2 params-file
+format (``/**: ros__parameters: ...``). The rclpy node (`elite_ros.node`) builds its ParameterDescriptors
+from the same schema, and `elite-ros segment` reads the same YAML, so a car and a bag replay run with the
+same settings. No ROS import here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import yaml
+
+from elite_ros.labels import CLASS_NAMES
+
+PACKAGE = "elite_ros"
+SCHEMA_FILE = ("schema", "segment.param.schema.json")
+PARAMS_FILE = ("config", "segment.param.yaml")
+ROS_PARAMS_KEY = "ros__parameters"
+WILDCARD_NODE = "/**"
+#: the intensity field names tried in order when `intensity_field` is empty (Autoware, Ouster, KITTI tools)
+DEFAULT_INTENSITY_FIELDS = ("intensity", "reflectivity", "i")
+NO_INTENSITY = "none"
+
+
+class ParameterError(ValueError):
+    """An invalid parameter value; `name` is the parameter, the message says what is wrong."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"invalid parameter '{name}': {reason}")
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """Typed runtime parameters (meaning, units and ranges in schema/segment.param.schema.json)."""
+
+    checkpoint: str = ""
+    device: str = "auto"
+    precision: str = "fp32"
+    backend: str = "auto"
+    label_format: str = "class_id"
+    publish_probability: bool = True
+    publish_rgb: bool = True
+    intensity_field: str = ""
+    intensity_scale: float = 0.0  # 0 = from the field's datatype
+    min_range: float = 0.0  # metres
+    max_range: float = 120.0  # metres
+    max_points: int = 200_000  # 0 = no cap
+    tta_votes: int = 1
+    latency_budget_ms: float = 100.0
+    filtered_classes: tuple[str, ...] = ("road", "parking", "sidewalk", "other-ground", "terrain")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, base: SegmentParams | None = None) -> SegmentParams:
+        """Validated parameters: `values` override `base` (default: the dataclass defaults).
+
+        Raises ParameterError naming the first invalid or unknown parameter.
+        """
+        merged = (base or cls()).to_dict()
+        merged.update(dict(values))
+        validate(merged)
+        kwargs = {f.name: merged[f.name] for f in dataclasses.fields(cls)}
+        kwargs["filtered_classes"] = tuple(kwargs["filtered_classes"])
+        for f in dataclasses.fields(cls):
+            if f.type in ("float", "int"):  # JSON numbers: 100 is a valid float, 5.0 a valid integer
+                kwargs[f.name] = float(kwargs[f.name]) if f.type == "float" else int(kwargs[f.name])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists instead of tuples), as they appear in the params file."""
+        out = dataclasses.asdict(self)
+        out["filtered_classes"] = list(self.filtered_classes)
+        return out
+
+    def replace(self, **changes: Any) -> SegmentParams:
+        """A validated copy with some values changed."""
+        return SegmentParams.from_dict(changes, base=self)
+
+    @property
+    def intensity_fields(self) -> tuple[str, ...]:
+        """Field names `cloud.decode` tries for intensity; () when intensity is switched off."""
+        name = self.intensity_field.strip()
+        if not name:
+            return DEFAULT_INTENSITY_FIELDS
+        if name.lower() == NO_INTENSITY:
+            return ()
+        return (name,)
+
+    @property
+    def filtered_class_ids(self) -> np.ndarray:
+        """(K,) uint8 training ids removed from the filtered cloud."""
+        return np.array([CLASS_NAMES.index(name) for name in self.filtered_classes], dtype=np.uint8)
+
+
+def find_share_file(kind: str, name: str) -> Path:
+    """A file shipped under `<kind>/` (config, schema, launch): source tree, pip prefix or ament share."""
+    candidates = [
+        Path(__file__).resolve().parents[1] / kind / name,  # source tree / editable install
+        Path(sys.prefix) / "share" / PACKAGE / kind / name,  # pip install (data_files)
+    ]
+    try:  # colcon install: ament index
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / kind / name)
+    except Exception:  # noqa: BLE001 - not in a ROS workspace, or the package is not indexed
+        pass
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{kind}/{name} not found (looked in {', '.join(map(str, candidates))})")
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The JSON schema of the params file (dict)."""
+    return json.loads(find_share_file(*SCHEMA_FILE).read_text())
+
+
+def parameter_schema() -> dict[str, dict[str, Any]]:
+    """name -> JSON-schema property (type, default, description, minimum/maximum, enum, pattern)."""
+    return load_schema()["definitions"]["segment"]["properties"]
+
+
+def default_params_file() -> Path:
+    """The shipped config/segment.param.yaml."""
+    return find_share_file(*PARAMS_FILE)
+
+
+def _error_parameter(error: jsonschema.ValidationError, values: Mapping[str, Any]) -> tuple[str, str]:
+    """(parameter name, reason) for a schema error on ``{"/**": {"ros__parameters": values}}``."""
+    path = [p for p in error.absolute_path][2:]  # strip "/**", "ros__parameters"
+    if path and isinstance(path[0], str):
+        return path[0], error.message
+    known = parameter_schema()
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(values) - set(known))
+        return (unknown[0] if unknown else "?"), f"unknown parameter (known: {', '.join(known)})"
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in values]
+        return (missing[0] if missing else "?"), "missing"
+    return "?", error.message
+
+
+def validate(values: Mapping[str, Any]) -> None:
+    """Check a complete parameter dict against the schema plus cross-parameter rules.
+
+    Raises ParameterError naming the parameter.
+    """
+    document = {WILDCARD_NODE: {ROS_PARAMS_KEY: _plain(values)}}
+    validator = jsonschema.Draft7Validator(load_schema())
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        name, reason = _error_parameter(errors[0], values)
+        raise ParameterError(name, reason)
+    if values["min_range"] >= values["max_range"]:
+        raise ParameterError("min_range", f"{values['min_range']} must be below max_range ({values['max_range']})")
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Tuples/arrays -> lists so JSON-schema 'array' matches whatever container a caller used."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (tuple, np.ndarray)) or type(value).__name__ == "array":
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def load_params_file(path: str | Path | None = None, *, node_name: str | None = None) -> SegmentParams:
+    """Parameters from a ROS 2 params file (default: the shipped config/segment.param.yaml).
+
+    Uses the ``/**`` section, or the section of `node_name` when given and present; values missing from the
+    file keep their defaults. Raises FileNotFoundError / ParameterError (naming the parameter).
+    """
+    path = Path(path) if path is not None else default_params_file()
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    document = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(document, dict):
+        raise ParameterError("?", f"{path}: not a ROS 2 params file (expected '/**: ros__parameters: ...')")
+    section = None
+    for key in ([node_name, f"/{node_name}"] if node_name else []) + [WILDCARD_NODE]:
+        if key in document:
+            section = document[key]
+            break
+    if section is None and len(document) == 1:
+        section = next(iter(document.values()))
+    if not isinstance(section, dict) or not isinstance(section.get(ROS_PARAMS_KEY), dict):
+        raise ParameterError("?", f"{path}: no '{WILDCARD_NODE}: {ROS_PARAMS_KEY}:' section")
+    return SegmentParams.from_dict(section[ROS_PARAMS_KEY])

@@ -1,0 +1,89 @@
+"""Parameters: dataclass defaults, the JSON schema and config/segment.param.yaml say the same thing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from elite_ros.labels import CLASS_NAMES
+from elite_ros.params import (
+    DEFAULT_INTENSITY_FIELDS,
+    ParameterError,
+    SegmentParams,
+    default_params_file,
+    load_params_file,
+    load_schema,
+    parameter_schema,
+)
+
+
+def test_shipped_yaml_validates_against_the_schema():
+    document = yaml.safe_load(default_params_file().read_text())
+    jsonschema.Draft7Validator.check_schema(load_schema())
+    jsonschema.validate(document, load_schema())
+
+
+def test_dataclass_schema_and_yaml_agree():
+    schema = parameter_schema()
+    defaults = SegmentParams().to_dict()
+    assert set(schema) == set(defaults)
+    for name, prop in schema.items():
+        assert prop["default"] == defaults[name], name
+        assert prop["description"], name
+    assert load_params_file() == SegmentParams()
+
+
+@pytest.mark.parametrize(
+    ("values", "name"),
+    [
+        ({"device": "gpu"}, "device"),
+        ({"device": "cuda:x"}, "device"),
+        ({"precision": "int8"}, "precision"),
+        ({"label_format": "labels"}, "label_format"),
+        ({"tta_votes": 0}, "tta_votes"),
+        ({"max_points": -1}, "max_points"),
+        ({"max_points": 1.5}, "max_points"),
+        ({"intensity_scale": -1.0}, "intensity_scale"),
+        ({"latency_budget_ms": 0.0}, "latency_budget_ms"),
+        ({"filtered_classes": ["roads"]}, "filtered_classes"),
+        ({"publish_rgb": "yes"}, "publish_rgb"),
+        ({"min_range": 50.0, "max_range": 10.0}, "min_range"),
+        ({"no_such_thing": 1}, "no_such_thing"),
+    ],
+)
+def test_invalid_values_name_the_parameter(values, name):
+    with pytest.raises(ParameterError) as info:
+        SegmentParams.from_dict(values)
+    assert info.value.name == name
+    assert f"'{name}'" in str(info.value)
+
+
+def test_valid_values_are_typed():
+    p = SegmentParams.from_dict({"device": "cuda:1", "max_range": 80, "max_points": 5000.0, "filtered_classes": []})
+    assert p.device == "cuda:1"
+    assert isinstance(p.max_range, float) and p.max_range == 80.0
+    assert isinstance(p.max_points, int) and p.max_points == 5000
+    assert p.filtered_classes == () and p.filtered_class_ids.size == 0
+    assert p.replace(tta_votes=3).tta_votes == 3
+
+
+def test_intensity_fields_and_filtered_ids():
+    assert SegmentParams().intensity_fields == DEFAULT_INTENSITY_FIELDS
+    assert SegmentParams(intensity_field="reflectivity").intensity_fields == ("reflectivity",)
+    assert SegmentParams(intensity_field="none").intensity_fields == ()
+    ids = SegmentParams().filtered_class_ids
+    assert [CLASS_NAMES[i] for i in ids] == list(SegmentParams().filtered_classes)
+
+
+def test_params_file_errors(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        load_params_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**:\n  ros__parameters:\n    tta_votes: 99\n")
+    with pytest.raises(ParameterError, match="tta_votes"):
+        load_params_file(bad)
+    named = tmp_path / "named.yaml"
+    named.write_text("segment_node:\n  ros__parameters:\n    device: cpu\n")
+    assert load_params_file(named, node_name="segment_node").device == "cpu"
