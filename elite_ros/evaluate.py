@@ -1,0 +1,335 @@
+"""Accuracy and latency of a segmentation run, and the report folder that shows them.
+
+The metric is exactly the reference's (ELITE_REFERENCE.md §8): a 20x20 confusion histogram over training
+ids (rows = ground truth, columns = prediction) accumulated over the whole run; the row and column of
+class 0 are dropped (19x19); IoU_c = TP / (TP + FP + FN) on the cropped matrix; mIoU = nanmean over the 19
+classes (a class absent from both ground truth and prediction has IoU NaN and does not count). Points
+predicted as class 0 are neither FP nor FN for any class, as in the reference.
+
+Report folder (written atomically: temp sibling + rename): report.md, metrics.json, confusion.png,
+per_class_iou.png, latency.png.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elite_ros.labels import CLASS_NAMES, IGNORE_ID, NUM_CLASSES, palette_rgb, to_training_ids
+
+KITTI_ATTRIBUTION = (
+    "KITTI data: Geiger, Lenz, Urtasun, *Are we ready for Autonomous Driving? The KITTI Vision Benchmark "
+    "Suite*, CVPR 2012 (CC BY-NC-SA 3.0)."
+)
+SEMANTICKITTI_ATTRIBUTION = (
+    "SemanticKITTI labels: Behley et al., *SemanticKITTI: A Dataset for Semantic Scene Understanding of "
+    "LiDAR Sequences*, ICCV 2019 (CC BY-NC-SA 4.0)."
+)
+LATENCY_PERCENTILES = (50, 90, 99)
+REPORT_FILES = ("report.md", "metrics.json", "confusion.png", "per_class_iou.png", "latency.png")
+
+
+# ----------------------------------------------------------------------------------------------- metric
+def confusion_matrix(ground_truth: np.ndarray, prediction: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """(C, C) int64 histogram, rows = ground-truth training id, columns = predicted training id.
+
+    ground_truth, prediction: (N,) integer training ids in 0..C-1.
+    """
+    gt = np.asarray(ground_truth).astype(np.int64).ravel()
+    pred = np.asarray(prediction).astype(np.int64).ravel()
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth has {gt.size} points but the prediction {pred.size}")
+    for name, ids in (("ground truth", gt), ("prediction", pred)):
+        if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+            raise ValueError(f"{name} ids must lie in 0..{num_classes - 1}, got {ids.min()}..{ids.max()}")
+    return np.bincount(gt * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def iou_per_class(confusion: np.ndarray, ignore_id: int = IGNORE_ID) -> np.ndarray:
+    """(C-1,) float64 IoU of every class but `ignore_id` (ref §8); NaN where TP+FP+FN = 0."""
+    keep = [c for c in range(confusion.shape[0]) if c != ignore_id]
+    cropped = confusion[np.ix_(keep, keep)].astype(np.float64)
+    tp = np.diag(cropped)
+    fp = cropped.sum(axis=0) - tp
+    fn = cropped.sum(axis=1) - tp
+    union = tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(iou: np.ndarray) -> float:
+    """nanmean of per-class IoU; NaN when no class occurs at all."""
+    iou = np.asarray(iou, dtype=np.float64)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """count, mean, p50, p90, p99, max of per-frame latencies (milliseconds); empty -> count 0."""
+    values = np.asarray(samples_ms, dtype=np.float64)
+    if values.size == 0:
+        return {"count": 0}
+    stats = {"count": int(values.size), "mean_ms": float(values.mean())}
+    for p in LATENCY_PERCENTILES:
+        stats[f"p{p}_ms"] = float(np.percentile(values, p))
+    stats["max_ms"] = float(values.max())
+    return stats
+
+
+def ground_truth_ids(values: np.ndarray, kind: str) -> np.ndarray:
+    """Ground-truth field values (N,) -> training ids uint8 (N,).
+
+    kind: "raw" (SemanticKITTI `.label` values / raw ids; instance bits dropped, learning map applied) or
+    "train" (already training ids 0..19).
+    """
+    if kind == "raw":
+        return to_training_ids(values)
+    if kind == "train":
+        values = np.asarray(values)
+        if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
+            raise ValueError(f"training-id ground truth must lie in 0..{NUM_CLASSES - 1}, got {values.min()}..{values.max()}")
+        return values.astype(np.uint8)
+    raise ValueError(f"unknown ground-truth kind {kind!r} (raw | train)")
+
+
+@dataclass
+class Evaluation:
+    """Accumulates the confusion histogram and per-frame timings over a run."""
+
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64))
+    latency_ms: list[float] = field(default_factory=list)
+    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    frames: int = 0
+    labelled_frames: int = 0
+    points: int = 0
+
+    def add_frame(self, timings_ms: dict[str, float] | None, num_points: int) -> None:
+        """Count one segmented frame (with or without ground truth) and its timings (ms)."""
+        self.frames += 1
+        self.points += int(num_points)
+        if timings_ms:
+            if "total" in timings_ms:
+                self.latency_ms.append(float(timings_ms["total"]))
+            for stage, value in timings_ms.items():
+                self.stage_ms.setdefault(stage, []).append(float(value))
+
+    def add_labels(self, ground_truth: np.ndarray, prediction: np.ndarray) -> None:
+        """Accumulate one frame's (N,) training ids."""
+        self.confusion += confusion_matrix(ground_truth, prediction)
+        self.labelled_frames += 1
+
+    @property
+    def iou(self) -> np.ndarray:
+        return iou_per_class(self.confusion)
+
+    @property
+    def miou(self) -> float:
+        return mean_iou(self.iou)
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-ready summary: frames, points, per-class IoU (None = NaN), mIoU, latency statistics."""
+        iou = self.iou
+        has_labels = self.labelled_frames > 0
+        return {
+            "frames": self.frames,
+            "labelled_frames": self.labelled_frames,
+            "points": self.points,
+            "evaluated_points": int(self.confusion[1:, :].sum()),
+            "miou": _json_float(self.miou) if has_labels else None,
+            "iou": {CLASS_NAMES[c]: _json_float(v) for c, v in zip(range(1, NUM_CLASSES), iou)} if has_labels else {},
+            "confusion": self.confusion.tolist(),
+            "latency": latency_stats(self.latency_ms),
+            "stages_ms": {stage: latency_stats(v) for stage, v in self.stage_ms.items()},
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+# ----------------------------------------------------------------------------------------------- report
+def write_report(
+    out_dir: str | Path,
+    evaluation: Evaluation,
+    *,
+    title: str = "elite_ros segmentation report",
+    context: dict[str, Any] | None = None,
+    attributions: Iterable[str] = (),
+    notes: Iterable[str] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write report.md, metrics.json and the three PNGs into `out_dir`, atomically; returns `out_dir`.
+
+    context: extra key/values shown in the report and stored in metrics.json (input, checkpoint, device...).
+    attributions: dataset credits printed at the end (e.g. KITTI_ATTRIBUTION).
+    notes: lines printed prominently at the top (e.g. "weights are untrained").
+    Refuses an existing `out_dir` unless `overwrite`.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"report folder exists: {out_dir} (choose another or overwrite)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    metrics = evaluation.metrics()
+    metrics["context"] = dict(context or {})
+    metrics["notes"] = list(notes)
+    metrics["attributions"] = list(attributions)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _plot_confusion(evaluation.confusion, tmp / "confusion.png")
+        _plot_iou(evaluation.iou, metrics["miou"], tmp / "per_class_iou.png")
+        _plot_latency(evaluation.latency_ms, evaluation.stage_ms, tmp / "latency.png")
+        (tmp / "report.md").write_text(_markdown(title, metrics))
+        if out_dir.exists():  # overwrite: move the old one aside, swap, then delete it
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _fmt(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value * scale:.{digits}f}"
+
+
+def _markdown(title: str, m: dict[str, Any]) -> str:
+    lines = [f"# {title}", ""]
+    for note in m["notes"]:
+        lines += [f"> **{note}**", ""]
+    if m["context"]:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in m["context"].items()]
+        lines.append("")
+    lines += [
+        "## Summary",
+        "",
+        f"- frames: {m['frames']} ({m['labelled_frames']} with ground truth)",
+        f"- points: {m['points']:,} ({m['evaluated_points']:,} with a ground-truth class other than unlabelled)",
+    ]
+    lat = m["latency"]
+    if lat.get("count"):
+        lines.append(
+            f"- latency per frame (total, ms): mean {lat['mean_ms']:.1f}, p50 {lat['p50_ms']:.1f}, "
+            f"p90 {lat['p90_ms']:.1f}, p99 {lat['p99_ms']:.1f}, max {lat['max_ms']:.1f}"
+        )
+    lines.append("")
+    if m["labelled_frames"]:
+        lines += [
+            "## Accuracy (ELITE_REFERENCE.md §8: 19 classes, class 0 ignored, accumulated over the run)",
+            "",
+            f"**mIoU: {_fmt(m['miou'], 100)} %**",
+            "",
+            "| class | IoU % | ground-truth points | predicted points |",
+            "|---|---:|---:|---:|",
+        ]
+        cm = np.asarray(m["confusion"])
+        for c in range(1, NUM_CLASSES):
+            name = CLASS_NAMES[c]
+            lines.append(f"| {name} | {_fmt(m['iou'][name], 100)} | {int(cm[c, 1:].sum()):,} | {int(cm[1:, c].sum()):,} |")
+        lines += ["", "n/a: the class occurs neither in the ground truth nor in the prediction (left out of the mean).", ""]
+    else:
+        lines += ["## Accuracy", "", "No ground truth in the input: accuracy not computed.", ""]
+    if m["stages_ms"]:
+        lines += ["## Timing per stage (ms)", "", "| stage | mean | p50 | p99 | max |", "|---|---:|---:|---:|---:|"]
+        for stage, s in m["stages_ms"].items():
+            if s.get("count"):
+                lines.append(f"| {stage} | {s['mean_ms']:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |")
+        lines.append("")
+    lines += ["## Figures", "", "![confusion](confusion.png)", "", "![per-class IoU](per_class_iou.png)", "",
+              "![latency](latency.png)", ""]
+    if m["attributions"]:
+        lines += ["## Data", ""] + [f"- {a}" for a in m["attributions"]] + [""]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_confusion(confusion: np.ndarray, path: Path) -> None:
+    """Row-normalised 19x19 confusion (class 0 dropped), rows = ground truth."""
+    plt = _pyplot()
+    cm = confusion[1:, 1:].astype(np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(rows > 0, cm / rows, np.nan)
+    names = CLASS_NAMES[1:]
+    fig, ax = plt.subplots(figsize=(9, 8), dpi=100)
+    image = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("ground-truth class")
+    ax.set_title("Confusion (row-normalised; grey rows: class absent from ground truth)")
+    ax.set_facecolor("#d0d0d0")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the ground-truth class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_iou(iou: np.ndarray, miou: float | None, path: Path) -> None:
+    """Horizontal bars of per-class IoU in the class palette; absent classes marked n/a."""
+    plt = _pyplot()
+    names = CLASS_NAMES[1:]
+    colours = palette_rgb()[1:] / 255.0
+    values = np.nan_to_num(iou, nan=0.0) * 100
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=100)
+    y = np.arange(len(names))
+    ax.barh(y, values, color=colours, edgecolor="black", linewidth=0.5)
+    for yi, v in zip(y, iou):
+        ax.text((0 if np.isnan(v) else v * 100) + 1, yi, "n/a" if np.isnan(v) else f"{v * 100:.1f}", va="center", fontsize=8)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("IoU %")
+    ax.set_title(f"Per-class IoU (mIoU {_fmt(miou, 100)} %)")
+    if miou is not None:
+        ax.axvline(miou * 100, color="black", linestyle="--", linewidth=1)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_latency(total_ms: Sequence[float], stage_ms: dict[str, list[float]], path: Path) -> None:
+    """Per-frame stage times (stacked) and total, with the p50/p99 lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+    frames = np.arange(len(total_ms))
+    if len(total_ms):
+        bottom = np.zeros(len(total_ms))
+        for stage in ("preprocess", "inference", "postprocess"):
+            values = np.asarray(stage_ms.get(stage, []), dtype=np.float64)
+            if values.size == len(total_ms):
+                ax.bar(frames, values, bottom=bottom, label=stage, width=0.8)
+                bottom += values
+        ax.plot(frames, total_ms, "k.-", label="total", linewidth=1)
+        for p, style in ((50, "--"), (99, ":")):
+            ax.axhline(np.percentile(total_ms, p), color="red", linestyle=style, linewidth=1, label=f"p{p}")
+        ax.legend(fontsize=8, loc="upper right")
+    else:
+        ax.text(0.5, 0.5, "no timed frames", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("ms")
+    ax.set_title("Processing time per frame")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

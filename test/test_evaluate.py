@@ -1,0 +1,106 @@
+"""Evaluation: the §8 metric on hand-computed cases, latency statistics, the report folder."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from elite_ros.evaluate import (
+    REPORT_FILES,
+    Evaluation,
+    confusion_matrix,
+    ground_truth_ids,
+    iou_per_class,
+    latency_stats,
+    mean_iou,
+    write_report,
+)
+from elite_ros.labels import NUM_CLASSES
+
+# Frame 1 by hand: pairs (gt, pred) = (1,1) (1,1) (1,2) (2,2) (2,0) (0,1) (3,3).
+# (2,0) falls in the dropped column 0 and (0,1) in the dropped row 0, so after cropping:
+#   car(1):     TP 2, FP 0, FN 1 -> 2/3
+#   bicycle(2): TP 1, FP 1, FN 0 -> 1/2
+#   motorcycle(3): TP 1           -> 1
+GT_1 = np.array([1, 1, 1, 2, 2, 0, 3])
+PRED_1 = np.array([1, 1, 2, 2, 0, 1, 3])
+# Frame 2: truck(4) always predicted as other-vehicle(5): both IoU 0.
+GT_2 = np.array([4, 4])
+PRED_2 = np.array([5, 5])
+
+
+def test_hand_computed_iou_single_frame():
+    iou = iou_per_class(confusion_matrix(GT_1, PRED_1))
+    assert iou.shape == (NUM_CLASSES - 1,)
+    assert iou[0] == pytest.approx(2 / 3)
+    assert iou[1] == pytest.approx(1 / 2)
+    assert iou[2] == pytest.approx(1.0)
+    assert np.isnan(iou[3:]).all()  # absent classes: NaN, left out of the mean
+    assert mean_iou(iou) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+
+
+def test_accumulated_over_the_run_not_averaged_per_frame():
+    ev = Evaluation()
+    ev.add_labels(GT_1, PRED_1)
+    ev.add_labels(GT_2, PRED_2)
+    assert ev.iou[3] == 0.0 and ev.iou[4] == 0.0
+    assert ev.miou == pytest.approx((2 / 3 + 1 / 2 + 1 + 0 + 0) / 5)
+    # the same points split differently across frames give the same result
+    ev2 = Evaluation()
+    both_gt, both_pred = np.concatenate([GT_1, GT_2]), np.concatenate([PRED_1, PRED_2])
+    ev2.add_labels(both_gt[:4], both_pred[:4])
+    ev2.add_labels(both_gt[4:], both_pred[4:])
+    np.testing.assert_array_equal(ev.confusion, ev2.confusion)
+
+
+def test_confusion_rejects_bad_input():
+    with pytest.raises(ValueError, match="points"):
+        confusion_matrix(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="0..19"):
+        confusion_matrix(np.array([20]), np.array([1]))
+    assert math.isnan(mean_iou(iou_per_class(np.zeros((20, 20), np.int64))))
+
+
+def test_ground_truth_kinds():
+    raw = np.array([0, 10, 40 | (7 << 16), 252, 52], dtype=np.uint32)  # instance bits, moving car, other-structure
+    np.testing.assert_array_equal(ground_truth_ids(raw, "raw"), [0, 1, 9, 1, 0])
+    np.testing.assert_array_equal(ground_truth_ids(np.array([0, 5, 19]), "train"), [0, 5, 19])
+    with pytest.raises(ValueError, match="0..19"):
+        ground_truth_ids(np.array([40]), "train")
+
+
+def test_latency_stats():
+    s = latency_stats([10.0] * 99 + [110.0])
+    assert s["count"] == 100 and s["p50_ms"] == 10.0 and s["max_ms"] == 110.0
+    assert s["mean_ms"] == pytest.approx(11.0)
+    assert latency_stats([]) == {"count": 0}
+
+
+def test_report_folder(tmp_path: Path):
+    ev = Evaluation()
+    for i, (gt, pred) in enumerate([(GT_1, PRED_1), (GT_2, PRED_2)]):
+        ev.add_labels(gt, pred)
+        ev.add_frame({"preprocess": 1.0, "inference": 5.0 + i, "postprocess": 0.5, "total": 6.5 + i}, gt.size)
+    out = write_report(tmp_path / "report", ev, context={"input": "hand-made"}, notes=["weights are untrained"],
+                       attributions=["SemanticKITTI"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(REPORT_FILES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["miou"] == pytest.approx(13 / 30)
+    assert metrics["iou"]["car"] == pytest.approx(2 / 3)
+    assert metrics["iou"]["person"] is None
+    assert metrics["frames"] == 2 and metrics["points"] == 9
+    assert metrics["latency"]["max_ms"] == 7.5
+    text = (out / "report.md").read_text()
+    assert "43.3 %" in text and "weights are untrained" in text and "SemanticKITTI" in text
+    for png in ("confusion.png", "per_class_iou.png", "latency.png"):
+        with Image.open(out / png) as image:
+            assert image.size[0] > 300 and image.size[1] > 300
+    with pytest.raises(FileExistsError):
+        write_report(out, ev)
+    write_report(out, Evaluation(), overwrite=True)
+    assert json.loads((out / "metrics.json").read_text())["miou"] is None
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp folders left behind
