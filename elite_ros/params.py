@@ -54,7 +54,7 @@ class SegmentParams:
     publish_probability: bool = True
     publish_rgb: bool = True
     intensity_field: str = ""
-    intensity_scale: float = 0.0  # 0 = from the field's datatype
+    intensity_max: float = 0.0  # raw value of full reflectance; 0 = from the field's datatype
     min_range: float = 0.0  # metres
     max_range: float = 120.0  # metres
     max_points: int = 200_000  # 0 = no cap

@@ -45,7 +45,7 @@ def test_dataclass_schema_and_yaml_agree():
         ({"tta_votes": 0}, "tta_votes"),
         ({"max_points": -1}, "max_points"),
         ({"max_points": 1.5}, "max_points"),
-        ({"intensity_scale": -1.0}, "intensity_scale"),
+        ({"intensity_max": -1.0}, "intensity_max"),
         ({"latency_budget_ms": 0.0}, "latency_budget_ms"),
         ({"filtered_classes": ["roads"]}, "filtered_classes"),
         ({"publish_rgb": "yes"}, "publish_rgb"),
