@@ -1,0 +1,15 @@
+"""One small seam over submanifold sparse convolution: spconv, torchsparse or native PyTorch.
+
+    grid = SparseGrid(coords, spatial_shape, batch_size, backend=resolve_backend("auto", training, device))
+    conv = SubMConv3d(64, 64, kernel_size=3)
+    out = conv(features, grid)          # kernel map of size 3 built once per grid, shared by all convs
+
+Weights have one canonical layout (out, kz, ky, kx, in) on every backend.
+"""
+from .backends import BACKEND_NAMES, available_backends, resolve_backend
+from .conv import SubMConv3d
+from .grid import SparseGrid
+from .kernel_map import KernelMap, build_kernel_map, kernel_offsets
+
+__all__ = ["BACKEND_NAMES", "KernelMap", "SparseGrid", "SubMConv3d", "available_backends", "build_kernel_map",
+           "kernel_offsets", "resolve_backend"]

@@ -1,0 +1,72 @@
+"""Which sparse-convolution backends exist here, and which one "auto" means."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import Any
+
+import torch
+
+BACKEND_NAMES = ("native", "spconv", "torchsparse")
+AUTO = "auto"
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module if module != "spconv" else "spconv.pytorch")
+    except Exception:  # a broken build (missing CUDA libs, ABI mismatch) counts as unavailable
+        return False
+    return True
+
+
+def available_backends() -> list[str]:
+    """Backends that import here: "native" always, "spconv" and "torchsparse" when importable."""
+    return [name for name in BACKEND_NAMES if name == "native" or _importable(name)]
+
+
+def _check_name(name: str) -> None:
+    if name != AUTO and name not in BACKEND_NAMES:
+        raise ValueError(f"unknown sparse backend {name!r}: choose one of {(AUTO, *BACKEND_NAMES)}")
+
+
+def resolve_backend(name: str, training: bool, device: torch.device | str) -> str:
+    """Concrete backend for ``name`` ("auto" or a backend name), the task and the device.
+
+    "auto": inference -> spconv when available (CPU and GPU); training -> spconv on CUDA, native on the
+    CPU (spconv has no CPU backward pass); native when spconv is missing. An explicit name is checked
+    for availability and for training with spconv on the CPU.
+    """
+    _check_name(name)
+    device_type = torch.device(device).type
+    available = available_backends()
+    if name == AUTO:
+        if "spconv" in available and (not training or device_type == "cuda"):
+            return "spconv"
+        return "native"
+    if name not in available:
+        raise RuntimeError(f"sparse backend {name!r} is not available here (import failed); available: {available}")
+    if name == "spconv" and training and device_type != "cuda":
+        raise RuntimeError("sparse backend 'spconv' cannot train on the CPU: spconv 2.x has no CPU backward pass;"
+                           " use backend='native' (or 'auto') for CPU training")
+    return name
+
+
+@functools.cache
+def get_backend(name: str) -> Any:
+    """The backend object for a concrete name (not "auto")."""
+    if name == AUTO:
+        raise ValueError("backend 'auto' must be resolved first: SparseGrid(..., backend=resolve_backend('auto', training, device))")
+    _check_name(name)
+    if name == "native":
+        from .native import NativeBackend
+        return NativeBackend()
+    if name not in available_backends():
+        raise RuntimeError(f"sparse backend {name!r} is not available here (import failed); available: {available_backends()}")
+    if name == "spconv":
+        from .spconv_backend import SpconvBackend
+        return SpconvBackend()
+    from .torchsparse_backend import TorchsparseBackend
+    return TorchsparseBackend()
