@@ -1,0 +1,244 @@
+"""Student checkpoints: safetensors weights + JSON metadata; the only way weights enter the runtime.
+
+A checkpoint is ONE ``.safetensors`` file. Its tensors are the student's ``state_dict`` (canonical sparse
+weight layout ``(out, kz, ky, kx, in)``); its header metadata holds one key, ``elite_ros``, whose value is
+a JSON document (`CheckpointMetadata`): architecture config, class names and palette, learning map, voxel
+grid (size, range, scales), the intensity scale used in training, the training config, the source commit
+and whether the weights were trained at all. Nothing is ever unpickled.
+
+Loading checks every key and shape and names, in one error, all keys that are missing, unexpected or
+mis-shaped; metadata that disagree with the model are refused naming the field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from . import labels
+from .voxel import VoxelConfig
+
+FORMAT_VERSION = 1  # bump when the metadata schema changes incompatibly
+METADATA_KEY = "elite_ros"  # safetensors header key holding the JSON metadata
+DEFAULT_SEED = 0  # seed of the bundled untrained checkpoint
+CACHE_ENV = "ELITE_ROS_CACHE"  # overrides ~/.cache/elite_ros
+KITTI_INTENSITY_SCALE = 1.0  # KITTI .bin reflectance is already 0..1 (shared/data/README.md)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used with this model; the message names file and fields."""
+
+
+@dataclass
+class CheckpointMetadata:
+    """What a checkpoint says about itself (JSON in the safetensors header).
+
+    architecture: StudentConfig fields. voxel: VoxelConfig fields (voxel size metres, range, scales).
+    intensity_scale: factor applied to the raw sensor intensity before the network, as in training
+    (1.0 for KITTI's 0..1 reflectance). learning_map: raw SemanticKITTI id -> training id.
+    palette: (num_classes, 3) RGB 0..255. trained: False for untrained (random) weights.
+    """
+
+    architecture: dict[str, Any]
+    voxel: dict[str, Any] = field(default_factory=lambda: VoxelConfig().to_dict())
+    class_names: list[str] = field(default_factory=lambda: list(labels.CLASS_NAMES))
+    palette: list[list[int]] = field(default_factory=lambda: labels.palette_rgb().tolist())
+    learning_map: dict[str, int] = field(
+        default_factory=lambda: {str(k): int(v) for k, v in labels.LEARNING_MAP.items()})
+    intensity_scale: float = KITTI_INTENSITY_SCALE
+    training: dict[str, Any] = field(default_factory=dict)
+    source_commit: str = "unknown"
+    trained: bool = False
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "checkpoint") -> "CheckpointMetadata":
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{source}: metadata is not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise CheckpointError(f"{source}: metadata must be a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CheckpointError(f"{source}: unknown metadata field(s) {unknown}")
+        missing = sorted(k for k in ("architecture",) if k not in values)
+        if missing:
+            raise CheckpointError(f"{source}: metadata lacks field(s) {missing}")
+        version = values.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise CheckpointError(f"{source}: metadata format_version {version}, this runtime reads "
+                                  f"{FORMAT_VERSION}")
+        return cls(**values)
+
+    @property
+    def voxel_config(self) -> VoxelConfig:
+        return VoxelConfig.from_dict(self.voxel)
+
+
+def source_commit(repo: Path | None = None) -> str:
+    """The git commit of this source tree ("unknown" outside git), with "+dirty" for local changes."""
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "") if commit else "unknown"
+
+
+def _model_architecture(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise TypeError(f"{type(model).__name__} has no `config` with to_dict(); cannot describe it")
+    return config.to_dict()
+
+
+def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str = "checkpoint") -> None:
+    """Raise CheckpointError naming every metadata field that disagrees with `model`."""
+    problems = []
+    expected = _model_architecture(model)
+    found = metadata.architecture
+    for name in sorted(set(expected) | set(found)):
+        if name not in found:
+            problems.append(f"architecture.{name} missing (model has {expected[name]!r})")
+        elif name not in expected:
+            problems.append(f"architecture.{name} = {found[name]!r} is unknown to the model")
+        elif _normalise(found[name]) != _normalise(expected[name]):
+            problems.append(f"architecture.{name} = {found[name]!r} in file, {expected[name]!r} in model")
+    num_classes = expected.get("num_classes")
+    if num_classes is not None:
+        if len(metadata.class_names) != num_classes:
+            problems.append(f"class_names has {len(metadata.class_names)} names, model has {num_classes} classes")
+        if len(metadata.palette) != num_classes or any(len(c) != 3 for c in metadata.palette):
+            problems.append(f"palette must be {num_classes} RGB triples")
+    try:
+        voxel = metadata.voxel_config
+    except (TypeError, ValueError) as error:
+        problems.append(f"voxel: {error}")
+    else:
+        stage_scales = expected.get("stage_scales", ())
+        missing = [s for s in stage_scales if s not in voxel.scales]
+        if missing:
+            problems.append(f"voxel.scales {list(voxel.scales)} lack the model's stage scale(s) {missing}")
+    if not (isinstance(metadata.intensity_scale, (int, float)) and metadata.intensity_scale > 0):
+        problems.append(f"intensity_scale must be a positive number, got {metadata.intensity_scale!r}")
+    if problems:
+        raise CheckpointError(f"{source}: metadata disagree with the model: " + "; ".join(problems))
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def make_metadata(model: nn.Module, **fields: Any) -> CheckpointMetadata:
+    """Metadata for `model` with the package defaults (labels, voxel grid, commit) and `fields` on top."""
+    fields.setdefault("source_commit", source_commit())
+    return CheckpointMetadata(architecture=_model_architecture(model), **fields)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, metadata: CheckpointMetadata | None = None) -> Path:
+    """Write `model`'s weights and `metadata` to `path` atomically (temp sibling + rename)."""
+    path = Path(path)
+    metadata = metadata if metadata is not None else make_metadata(model)
+    check_metadata(metadata, model, source=str(path))
+    tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, temp, metadata={METADATA_KEY: metadata.to_json()})
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | Path) -> CheckpointMetadata:
+    """The metadata of a checkpoint file, without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: not a safetensors file ({error})") from None
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path}: safetensors header has no '{METADATA_KEY}' metadata")
+    return CheckpointMetadata.from_json(header[METADATA_KEY], source=str(path))
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> CheckpointMetadata:
+    """Load weights into `model` after checking metadata, every key and every shape; returns the metadata.
+
+    Raises CheckpointError naming all missing, unexpected and mis-shaped keys at once, or the metadata
+    fields that disagree with the model. The model is left untouched on error.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    check_metadata(metadata, model, source=str(path))
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        found_keys = set(handle.keys())
+        missing = sorted(set(expected) - found_keys)
+        unexpected = sorted(found_keys - set(expected))
+        misshaped = []
+        for name in sorted(found_keys & set(expected)):
+            shape = tuple(handle.get_slice(name).get_shape())
+            if shape != tuple(expected[name].shape):
+                misshaped.append(f"{name} {list(shape)} in file, {list(expected[name].shape)} in model")
+        problems = []
+        if missing:
+            problems.append(f"missing keys {missing}")
+        if unexpected:
+            problems.append(f"unexpected keys {unexpected}")
+        if misshaped:
+            problems.append(f"mis-shaped keys [{'; '.join(misshaped)}]")
+        if problems:
+            raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
+        tensors = {name: handle.get_tensor(name) for name in found_keys}
+    model.load_state_dict(tensors, strict=True)
+    return metadata
+
+
+def cache_dir() -> Path:
+    """Where generated files go: $ELITE_ROS_CACHE, else ~/.cache/elite_ros."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "elite_ros")
+
+
+def default_checkpoint(seed: int = DEFAULT_SEED) -> Path:
+    """Path of the bundled default checkpoint: seeded, UNTRAINED weights (metadata `trained: false`).
+
+    No trained weights ship with the package yet; this file lets the node and demo run end to end and
+    say plainly that the labels are meaningless. Generated once into `cache_dir()`, deterministically.
+    """
+    from .student import Student, StudentConfig  # local: student imports nothing from here
+
+    path = cache_dir() / f"student_untrained_seed{seed}_v{FORMAT_VERSION}.safetensors"
+    if path.is_file():
+        return path
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Student(StudentConfig())
+    metadata = make_metadata(model, trained=False, source_commit=source_commit(),
+                             training={"note": f"untrained: random initialisation, torch.manual_seed({seed})"})
+    return save_checkpoint(path, model, metadata)

@@ -1,0 +1,157 @@
+"""Checkpoints (elite_ros/checkpoint.py): safetensors + JSON metadata, strict loading, the untrained default."""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from elite_ros import labels
+from elite_ros.checkpoint import (METADATA_KEY, CheckpointError, CheckpointMetadata, default_checkpoint,
+                                  load_checkpoint, make_metadata, read_metadata, save_checkpoint)
+from elite_ros.student import Student, StudentConfig, StudentInput
+
+SMALL = StudentConfig(hidden_channels=8, decoder_channels=16)
+
+
+def _model(seed: int, config: StudentConfig = SMALL) -> Student:
+    torch.manual_seed(seed)
+    model = Student(config, sparse_backend="native")
+    for module in model.modules():  # non-trivial BN statistics so a lost buffer would show
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _rewrite(path, tensors=None, metadata_json=None, out=None):
+    """Re-save a checkpoint with edited tensors or metadata (what a broken file would hold)."""
+    tensors = load_file(str(path)) if tensors is None else tensors
+    metadata_json = read_metadata(path).to_json() if metadata_json is None else metadata_json
+    out = out or path.with_name("edited.safetensors")
+    save_file(tensors, str(out), metadata={METADATA_KEY: metadata_json})
+    return out
+
+
+def test_round_trip_predicts_identically(tmp_path):
+    model = _model(0)
+    metadata = make_metadata(model, trained=True, intensity_scale=0.5, training={"epochs": 3})
+    path = save_checkpoint(tmp_path / "student.safetensors", model, metadata)
+    assert [p.name for p in tmp_path.iterdir()] == ["student.safetensors"]  # no temp file left
+    restored = _model(1)
+    loaded = load_checkpoint(path, restored)
+    assert loaded == metadata and loaded.trained and loaded.intensity_scale == 0.5
+    for (name, a), (_, b) in zip(model.state_dict().items(), restored.state_dict().items()):
+        assert torch.equal(a, b), name
+    torch.manual_seed(2)
+    points = torch.cat([torch.rand(300, 3) * 20 - 10, torch.rand(300, 1)], dim=1)
+    with torch.inference_mode():
+        expected = model(StudentInput.from_points(points)).logits
+        actual = restored(StudentInput.from_points(points)).logits
+    assert torch.equal(expected, actual)
+
+
+def test_file_is_plain_safetensors_with_json_metadata(tmp_path):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    raw = path.read_bytes()
+    header_length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + header_length])
+    metadata = json.loads(header["__metadata__"][METADATA_KEY])
+    assert metadata["architecture"] == SMALL.to_dict()
+    assert metadata["class_names"] == list(labels.CLASS_NAMES)
+    assert metadata["palette"] == labels.palette_rgb().tolist()
+    assert metadata["learning_map"]["252"] == 1
+    assert metadata["voxel"] == {"voxel_size": 0.1, "min_bound": [-50.0, -50.0, -4.0],
+                                 "max_bound": [50.0, 50.0, 2.0], "scales": [1, 2, 4, 8, 16]}
+    assert metadata["trained"] is False and metadata["intensity_scale"] == 1.0
+    assert metadata["source_commit"]
+    assert "input_mlp.0.weight" in header
+
+
+def test_loading_names_renamed_and_misshaped_keys_all_at_once(tmp_path):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    tensors = load_file(str(path))
+    tensors["classifier.2.weight_renamed"] = tensors.pop("classifier.2.weight")
+    tensors["stages.0.voxel_encoder.0.conv1.weight"] = torch.zeros(8, 3, 3, 3, 9)
+    broken = _rewrite(path, tensors=tensors)
+    model = _model(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(broken, model)
+    message = str(error.value)
+    assert "missing keys ['classifier.2.weight']" in message
+    assert "unexpected keys ['classifier.2.weight_renamed']" in message
+    assert "stages.0.voxel_encoder.0.conv1.weight [8, 3, 3, 3, 9] in file, [8, 3, 3, 3, 8] in model" in message
+    assert str(broken) in message
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+def test_loading_refuses_metadata_that_disagree_naming_the_field(tmp_path):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata["architecture"]["hidden_channels"] = 16
+    broken = _rewrite(path, metadata_json=json.dumps(metadata))
+    with pytest.raises(CheckpointError, match=r"architecture.hidden_channels = 16 in file, 8 in model"):
+        load_checkpoint(broken, _model(1))
+
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata["class_names"] = metadata["class_names"][:5]
+    broken = _rewrite(path, metadata_json=json.dumps(metadata))
+    with pytest.raises(CheckpointError, match="class_names has 5 names"):
+        load_checkpoint(broken, _model(1))
+
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata["voxel"]["scales"] = [1, 2, 4]
+    broken = _rewrite(path, metadata_json=json.dumps(metadata))
+    with pytest.raises(CheckpointError, match=r"voxel.scales \[1, 2, 4\] lack the model's stage scale\(s\) \[8, 16\]"):
+        load_checkpoint(broken, _model(1))
+
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata["colour"] = "blue"
+    broken = _rewrite(path, metadata_json=json.dumps(metadata))
+    with pytest.raises(CheckpointError, match="unknown metadata field"):
+        load_checkpoint(broken, _model(1))
+
+
+def test_saving_refuses_metadata_of_another_model_and_writes_nothing(tmp_path):
+    other = make_metadata(Student(StudentConfig(hidden_channels=4, decoder_channels=4)))
+    with pytest.raises(CheckpointError, match="architecture.hidden_channels"):
+        save_checkpoint(tmp_path / "s.safetensors", _model(0), other)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_files_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        read_metadata(tmp_path / "absent.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04 not a safetensors file")
+    with pytest.raises(CheckpointError, match="junk.safetensors: not a safetensors file"):
+        read_metadata(junk)
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bare))
+    with pytest.raises(CheckpointError, match="no 'elite_ros' metadata"):
+        read_metadata(bare)
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        CheckpointMetadata.from_json("{", source="x")
+
+
+def test_default_checkpoint_is_untrained_deterministic_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path / "a"))
+    first = default_checkpoint()
+    assert first.parent == tmp_path / "a" and first.is_file()
+    assert default_checkpoint() == first  # generated once
+    stamp = first.stat().st_mtime_ns
+    default_checkpoint()
+    assert first.stat().st_mtime_ns == stamp
+    metadata = read_metadata(first)
+    assert metadata.trained is False and metadata.architecture == StudentConfig().to_dict()
+    rng_before = torch.random.get_rng_state()
+    monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path / "b"))
+    second = default_checkpoint()
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # the global RNG is left alone
+    a, b = load_file(str(first)), load_file(str(second))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    model = Student()
+    assert load_checkpoint(second, model).trained is False
