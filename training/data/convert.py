@@ -1,0 +1,327 @@
+"""`elite-ros-train convert SRC OUT`: a KITTI / SemanticKITTI sequence folder, or a kitti2bag ROS 1 bag,
+-> a rosbag2 (mcap) in the layout the bag dataset reads.
+
+Output layout (kitti2bag's topic and frame names):
+
+| topic | type | content |
+|---|---|---|
+| `/kitti/velo/pointcloud` | sensor_msgs/PointCloud2 | x, y, z, intensity FLOAT32 (+ `label` UINT32 = raw `.label` value), frame `velo_link` |
+| `/kitti/camera_color_left/image_raw` | sensor_msgs/Image | rgb8 left colour image, frame `camera_color_left` |
+| `/kitti/camera_color_left/camera_info` | sensor_msgs/CameraInfo | P = P2, K = P2[:, :3], R = I, D = 0 (rectified image) |
+| `/tf_static` | tf2_msgs/TFMessage | `velo_link` -> `camera_color_left` |
+
+Projection convention: `P · T(velo_link -> camera_color_left)` is the LiDAR -> pixel matrix. For KITTI
+folders T is `Tr` (LiDAR -> rectified reference camera; P2's 4th column carries camera 2's offset from
+it, the ROS stereo convention), so P · T = P2 · Tr. kitti2bag bags publish the TF to each camera's own
+optical frame instead; with `camera_frame="optical"` (default for bags) the written TF is shifted by
+-K^-1 P[:, 3], so that P · T equals K · T(velo -> camera) for those bags too.
+
+Stamps: record time = header stamp = `start_time + times.txt` (folder), or the input's header stamps
+(bag). Outputs are never overwritten and appear atomically (`elite_ros.bag.BagWriter`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from elite_ros.bag import TYPESTORE, BagWriter, detect_format, iter_messages
+from elite_ros.cloud import decode, make_cloud, read_points
+from elite_ros_training.data.bag_dataset import (
+    CAMERA_INFO_TOPIC, CLOUD_TOPIC, IMAGE_TOPIC, LABEL_FIELD, TF_STATIC_TOPIC, image_to_rgb, stamp_ns,
+)
+from elite_ros_training.data.semantickitti import SequenceFolder, read_bin, read_image, read_label
+from elite_ros_training.data.transforms import (
+    TransformTree, invert_rigid, nearest_rotation, quaternion_from_matrix, rigid_matrix, transform_from_msg,
+)
+
+VELO_FRAME = "velo_link"  # kitti2bag's frame names
+CAMERA_FRAME = "camera_color_left"
+DEFAULT_PERIOD_S = 0.1  # 10 Hz (HDL-64E), used when a folder has no times.txt
+
+_T = TYPESTORE.types
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names read (bag input) and written (output)."""
+
+    cloud: str = CLOUD_TOPIC
+    image: str = IMAGE_TOPIC
+    camera_info: str = CAMERA_INFO_TOPIC
+    tf_static: str = TF_STATIC_TOPIC
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion wrote."""
+
+    output: Path
+    frames: int = 0
+    images: int = 0
+    labelled: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+# -------------------------------------------------------------------------------------- messages
+def header(stamp: int, frame_id: str):
+    """A Kilted `std_msgs/Header` at `stamp` ns."""
+    seconds, nanoseconds = divmod(int(stamp), 1_000_000_000)
+    return _T["std_msgs/msg/Header"](stamp=_T["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanoseconds), frame_id=frame_id)
+
+
+def image_message(rgb: np.ndarray, stamp: int, frame_id: str = CAMERA_FRAME):
+    """(H, W, 3) uint8 RGB -> `sensor_msgs/Image` rgb8."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    return _T[IMAGE_TYPE](header=header(stamp, frame_id), height=height, width=width, encoding="rgb8",
+                          is_bigendian=0, step=3 * width, data=rgb.reshape(-1))
+
+
+def camera_info_message(p: np.ndarray, width: int, height: int, stamp: int, frame_id: str = CAMERA_FRAME):
+    """`sensor_msgs/CameraInfo` of a rectified image: P (3, 4), K = P[:, :3], R = I, no distortion."""
+    p = np.asarray(p, dtype=np.float64).reshape(3, 4)
+    roi = _T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return _T[CAMERA_INFO_TYPE](
+        header=header(stamp, frame_id), height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=np.zeros(5), k=p[:, :3].reshape(-1).copy(), r=np.eye(3).reshape(-1), p=p.reshape(-1).copy(),
+        binning_x=0, binning_y=0, roi=roi,
+    )
+
+
+def tf_static_message(velo_to_camera: np.ndarray, stamp: int, velo_frame: str = VELO_FRAME,
+                      camera_frame: str = CAMERA_FRAME):
+    """`tf2_msgs/TFMessage` with the camera's pose in the LiDAR frame (parent `velo_frame`).
+
+    `velo_to_camera` (4, 4) maps LiDAR coordinates to camera coordinates (KITTI `Tr`); its rotation is
+    replaced by the nearest exact rotation (see `transforms.quaternion_from_matrix`).
+    """
+    exact = rigid_matrix(nearest_rotation(velo_to_camera[:3, :3]), velo_to_camera[:3, 3])
+    pose = invert_rigid(exact)  # camera -> velo coordinates = the camera's pose in the LiDAR frame
+    qx, qy, qz, qw = quaternion_from_matrix(pose[:3, :3])
+    tx, ty, tz = pose[:3, 3]
+    transform = _T["geometry_msgs/msg/TransformStamped"](
+        header=header(stamp, velo_frame), child_frame_id=camera_frame,
+        transform=_T["geometry_msgs/msg/Transform"](
+            translation=_T["geometry_msgs/msg/Vector3"](x=float(tx), y=float(ty), z=float(tz)),
+            rotation=_T["geometry_msgs/msg/Quaternion"](x=float(qx), y=float(qy), z=float(qz), w=float(qw)),
+        ),
+    )
+    return _T[TF_TYPE](transforms=[transform])
+
+
+def cloud_message(points: np.ndarray, labels: np.ndarray | None, stamp: int, frame_id: str = VELO_FRAME):
+    """(N, 4) x, y, z, intensity (+ (N,) uint32 raw labels) -> PointCloud2 (FLOAT32 x4 [+ UINT32 label])."""
+    points = np.asarray(points, dtype=np.float32)
+    fields = {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2], "intensity": points[:, 3]}
+    if labels is not None:
+        fields[LABEL_FIELD] = np.asarray(labels, dtype=np.uint32)
+    return make_cloud(fields, header(stamp, frame_id))
+
+
+# ---------------------------------------------------------------------------------------- folder
+def convert_folder(src: str | Path, out: str | Path, *, topics: Topics = Topics(), start_time_ns: int = 0,
+                   storage: str = "mcap", max_frames: int | None = None, progress: bool = True) -> ConvertReport:
+    """A KITTI odometry / SemanticKITTI sequence folder (or KITTI object folder) -> rosbag2."""
+    from tqdm import tqdm
+
+    folder = SequenceFolder(src, load_images=False, load_pseudo_labels=False)
+    report = ConvertReport(output=Path(out))
+    count = len(folder) if max_frames is None else min(max_frames, len(folder))
+    calib0 = folder.calibration(0)
+    with_images = folder.has_images and calib0 is not None
+    if not folder.has_images:
+        report.notes.append(f"{folder.root}: no image_2/*.png for every scan: writing points only")
+    elif calib0 is None:
+        report.notes.append(f"{folder.root}: no calibration (calib.txt / calib/): writing points only")
+    if not folder.has_labels:
+        report.notes.append(f"{folder.root}: no labels/*.label for every scan: clouds carry no 'label' field")
+    if folder.times is None:
+        report.notes.append(f"{folder.root}: no times.txt: stamps at {1 / DEFAULT_PERIOD_S:g} Hz")
+    if folder.per_frame_calib and calib0 is not None:
+        report.notes.append(f"{folder.root}: per-frame calibration: /tf_static holds frame 0's (object frames)")
+
+    def stamp_of(index: int) -> int:
+        offset = folder.timestamp_ns(index)
+        return start_time_ns + (offset if offset is not None else int(round(index * DEFAULT_PERIOD_S * 1e9)))
+
+    with BagWriter(out, storage=storage) as writer:
+        if calib0 is not None:  # the LiDAR -> camera relation is written even when images are missing
+            writer.write(topics.tf_static, TF_TYPE, stamp_of(0), tf_static_message(calib0.velo_to_camera, stamp_of(0)))
+        for index in tqdm(range(count), desc=f"convert {folder.root.name}", unit="frame", disable=not progress):
+            stamp = stamp_of(index)
+            points = read_bin(folder.path("velodyne", index))
+            labels = read_label(folder.path("labels", index), len(points)) if folder.has_labels else None
+            if with_images:
+                rgb = read_image(folder.path("image_2", index))
+                calib = folder.calibration(index)
+                writer.write(topics.camera_info, CAMERA_INFO_TYPE, stamp,
+                             camera_info_message(calib.p2, rgb.shape[1], rgb.shape[0], stamp))
+                writer.write(topics.image, IMAGE_TYPE, stamp, image_message(rgb, stamp))
+                report.images += 1
+            writer.write(topics.cloud, CLOUD_TYPE, stamp, cloud_message(points, labels, stamp))
+            report.frames += 1
+            report.labelled += labels is not None
+    return report
+
+
+# ------------------------------------------------------------------------------------------- bag
+def _camera_setup(src: Path, topics: Topics, camera_frame: str) -> tuple[np.ndarray | None, list[str]]:
+    """(LiDAR -> P-reference camera (4, 4) from the bag's static TF, notes)."""
+    notes: list[str] = []
+    tree, info = TransformTree(), None
+    for message in iter_messages(src, topics=[topics.tf_static, topics.camera_info]):
+        if message.topic == topics.tf_static:
+            for transform in message.msg.transforms:
+                tree.add(transform_from_msg(transform))
+        elif info is None:
+            info = message.msg
+    cloud = next(iter(iter_messages(src, topics=[topics.cloud])), None)
+    if cloud is None:
+        raise ValueError(f"{src}: topic {topics.cloud!r} holds no message")
+    image = next(iter(iter_messages(src, topics=[topics.image])), None)
+    if info is None or image is None:
+        raise ValueError(f"{src}: no message on {topics.camera_info!r} or {topics.image!r}")
+    velo_frame, image_frame = cloud.msg.header.frame_id, image.msg.header.frame_id
+    try:
+        velo_to_camera = tree.lookup(image_frame, velo_frame)
+    except LookupError as error:
+        raise ValueError(f"{src}: {topics.tf_static}: no transform {velo_frame!r} -> {image_frame!r}: {error}") from None
+    if camera_frame == "optical":
+        p = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
+        offset = np.linalg.solve(p[:, :3], p[:, 3])  # camera's offset from P's reference camera, metres
+        velo_to_camera = rigid_matrix(np.eye(3), -offset) @ velo_to_camera
+        if np.abs(offset).max() > 0:
+            notes.append(f"{src}: TF to {image_frame!r} shifted by {(-offset).round(4).tolist()} m into P's reference camera")
+    return velo_to_camera, notes
+
+
+def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), camera_frame: str = "optical",
+                storage: str = "mcap", max_frames: int | None = None, progress: bool = True) -> ConvertReport:
+    """A kitti2bag-style bag (ROS 1 or rosbag2) -> the rosbag2 layout of this module.
+
+    Clouds keep x, y, z, the intensity field (`intensity`, `reflectivity` or kitti2bag's `i`) and a
+    `label` field if present; images become rgb8; CameraInfo keeps P; the static TF is reduced to one
+    `velo_link` -> `camera_color_left` transform (see the module docstring for `camera_frame`).
+    """
+    from tqdm import tqdm
+
+    from elite_ros.bag import bag_info
+
+    if camera_frame not in ("optical", "reference"):
+        raise ValueError(f"camera_frame must be 'optical' or 'reference', got {camera_frame!r}")
+    src = Path(src)
+    available = bag_info(src)
+    if topics.cloud not in available:
+        raise ValueError(f"{src}: no cloud topic {topics.cloud!r} (topics: {sorted(available)}); set --cloud-topic")
+    report = ConvertReport(output=Path(out))
+    camera_topics = [topics.image, topics.camera_info, topics.tf_static]
+    with_images = all(t in available for t in camera_topics)
+    velo_to_camera = None
+    if with_images:
+        velo_to_camera, notes = _camera_setup(src, topics, camera_frame)
+        report.notes.extend(notes)
+    else:
+        missing = [t for t in camera_topics if t not in available]
+        report.notes.append(f"{src}: no camera topic(s) {missing}: writing points only")
+    total = available[topics.cloud][1]
+    if max_frames is not None:
+        total = min(total, max_frames)
+    wanted = [topics.cloud] + (camera_topics[:2] if with_images else [])
+
+    with BagWriter(out, storage=storage) as writer, tqdm(total=total, desc=f"convert {src.name}", unit="frame",
+                                                         disable=not progress) as bar:
+        tf_written = False
+        for message in iter_messages(src, topics=wanted):
+            stamp = stamp_ns(message.msg.header) or message.timestamp
+            if with_images and not tf_written:
+                writer.write(topics.tf_static, TF_TYPE, stamp, tf_static_message(velo_to_camera, stamp))
+                tf_written = True
+            if message.topic == topics.cloud:
+                if report.frames >= total:
+                    break
+                scan = decode(message.msg)
+                intensity = scan.intensity if scan.intensity is not None else np.zeros(len(scan.xyz), np.float32)
+                structured = read_points(message.msg)
+                labels = None
+                if structured.dtype.names and LABEL_FIELD in structured.dtype.names:
+                    labels = structured[LABEL_FIELD][scan.index].astype(np.uint32)
+                    report.labelled += 1
+                points = np.concatenate([scan.xyz, intensity[:, None]], axis=1)
+                writer.write(topics.cloud, CLOUD_TYPE, stamp, cloud_message(points, labels, stamp))
+                report.frames += 1
+                bar.update()
+            elif message.topic == topics.image:
+                writer.write(topics.image, IMAGE_TYPE, stamp, image_message(image_to_rgb(message.msg), stamp))
+                report.images += 1
+            else:
+                msg = message.msg
+                writer.write(topics.camera_info, CAMERA_INFO_TYPE, stamp,
+                             camera_info_message(np.asarray(msg.p), msg.width, msg.height, stamp))
+    return report
+
+
+def convert(src: str | Path, out: str | Path, **options) -> ConvertReport:
+    """Folder (has `velodyne/`) -> `convert_folder`; anything else is read as a bag -> `convert_bag`."""
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"no such input: {src}")
+    if Path(out).exists():
+        raise FileExistsError(f"output exists, refusing to overwrite it: {out}")
+    if (src / "velodyne").is_dir():
+        options.pop("camera_frame", None)
+        return convert_folder(src, out, **options)
+    detect_format(src)
+    options.pop("start_time_ns", None)
+    return convert_bag(src, out, **options)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `convert` on an `elite-ros-train` sub-command parser."""
+    parser = subparsers.add_parser(
+        "convert", help="KITTI / SemanticKITTI folder or kitti2bag bag -> rosbag2 (mcap) for training",
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", type=Path, help="sequence folder (velodyne/, labels/, image_2/, calib.txt, "
+                        "times.txt) or a ROS 1 / rosbag2 bag made by kitti2bag")
+    parser.add_argument("out", type=Path, help="output rosbag2 folder (must not exist)")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
+    parser.add_argument("--start-time", type=float, default=0.0,
+                        help="folder input: stamp of times.txt's zero, seconds since the epoch (default 0)")
+    parser.add_argument("--max-frames", type=int, default=None, help="convert only the first N frames")
+    parser.add_argument("--cloud-topic", default=CLOUD_TOPIC, help=f"PointCloud2 topic (default {CLOUD_TOPIC})")
+    parser.add_argument("--image-topic", default=IMAGE_TOPIC, help=f"Image topic (default {IMAGE_TOPIC})")
+    parser.add_argument("--camera-info-topic", default=CAMERA_INFO_TOPIC,
+                        help=f"CameraInfo topic (default {CAMERA_INFO_TOPIC})")
+    parser.add_argument("--tf-topic", default=TF_STATIC_TOPIC, help=f"static TF topic (default {TF_STATIC_TOPIC})")
+    parser.add_argument("--camera-frame", choices=("optical", "reference"), default="optical",
+                        help="bag input: the TF goes to the image's own optical frame (kitti2bag; default) or "
+                             "to the reference camera CameraInfo's P projects from")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `convert` from parsed arguments; prints notes and a summary to stderr."""
+    topics = Topics(args.cloud_topic, args.image_topic, args.camera_info_topic, args.tf_topic)
+    try:
+        report = convert(args.src, args.out, topics=topics, storage=args.storage, max_frames=args.max_frames,
+                         progress=not args.quiet, start_time_ns=int(round(args.start_time * 1e9)),
+                         camera_frame=args.camera_frame)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
+        print(f"elite-ros-train convert: error: {error}", file=sys.stderr)
+        return 2
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {report.output}: {report.frames} clouds ({report.labelled} labelled), {report.images} images",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,66 @@
+"""The torch `Dataset` for training: frames from a folder or a bag -> processed `Sample`s.
+
+    dataset = PointImageDataset(open_frames("drive.mcap"), train=True, seed=0)
+    loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate)
+
+Each sample's random draws come from a generator seeded by (seed, epoch, index), so a sample is the
+same whichever worker builds it; call `set_epoch(e)` to get new augmentations every epoch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from elite_ros_training.data.frame import ConcatFrames, FrameSource
+from elite_ros_training.data.pipeline import PipelineConfig, Sample, build_sample
+
+
+class PointImageDataset(Dataset):
+    """Synchronised LiDAR + camera samples with the ELiTe augmentations (`train=False`: none)."""
+
+    def __init__(self, frames: FrameSource, config: PipelineConfig | None = None, *, train: bool = True, seed: int = 0) -> None:
+        self.frames = frames
+        self.config = config or PipelineConfig()
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentation draws for a new epoch (with persistent workers, call before iterating)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of sample `index` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def __getitem__(self, index: int) -> Sample:
+        return build_sample(self.frames[index], self.config, self.rng(index), self.train)
+
+
+def open_frames(path: str | Path, **bag_options) -> FrameSource:
+    """Frames from a SemanticKITTI / KITTI folder, a SemanticKITTI root of sequences, or a bag.
+
+    A folder with `velodyne/` is one sequence; a folder whose sub-folders have `velodyne/` (or a
+    `sequences/` folder) is read as all of them; anything else is opened as a rosbag
+    (`bag_dataset.BagFrames`, which accepts `bag_options`).
+    """
+    from elite_ros_training.data.semantickitti import SequenceFolder
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such dataset: {path}")
+    if (path / "velodyne").is_dir():
+        return SequenceFolder(path)
+    base = path / "sequences" if (path / "sequences").is_dir() else path
+    if base.is_dir():
+        sequences = sorted(p for p in base.iterdir() if (p / "velodyne").is_dir())
+        if sequences:
+            return ConcatFrames([SequenceFolder(p) for p in sequences])
+    from elite_ros_training.data.bag_dataset import BagFrames
+
+    return BagFrames(path, **bag_options)
