@@ -1,0 +1,267 @@
+"""The ELiTe student: the 2DPASS "SPVCNN-lite" point-voxel network, 1,933,460 parameters (ref §3).
+
+Layout (ELITE_REFERENCE.md §3):
+- input MLP: per point [x, y, z, i] ++ (xyz - mean xyz of its 0.1 m voxel) ++ (xyz - voxel lower corner)
+  -> Linear(10, 64) -> ReLU -> Linear(64, 64) -> mean over the 0.1 m voxel;
+- four SPV blocks at scales 2, 4, 8, 16 (input resolutions 1, 2, 4, 8), all 64 channels, each
+  * a voxel branch of 2 SparseBasicBlocks (submanifold 3x3x3 convs, BN, LeakyReLU(0.1), 1x1x1 shortcut);
+  * a point branch: identity Linear + a context branch on the 2x coarser grid, fused, averaged to the
+    block's output scale; plus the voxel branch averaged to that scale;
+- decoder on the concatenated per-point block outputs: Linear(256, 128) -> ReLU -> Linear(128, 20).
+
+Three exact algebraic rewrites make it cheaper than the official code without changing what it computes
+(up to float rounding), in training as in inference:
+- the input MLP's second Linear is applied after the voxel mean (a mean of an affine map is the affine map
+  of the mean);
+- the point encoder's output MLP runs once per voxel instead of once per point (all points of a voxel
+  carry the same input), then a point-weighted mean over (voxel, voxel) pairs replaces the per-point one
+  (`VoxelTransition`);
+- the decoder's first Linear is split into four 64-column blocks applied per voxel of each block's output
+  scale and summed per point (Linear over a concatenation = sum of Linears over the parts).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .labels import NUM_CLASSES
+from .sparse import SparseGrid, SubMConv3d, resolve_backend
+from .voxel import MultiScaleVoxels, VoxelConfig, scatter_mean, voxelise
+
+IN_FEATURES = 4  # x, y, z, intensity (ref §1: input_dims)
+HIDDEN_CHANNELS = 64  # ref §1: hiden_size
+STAGE_SCALES = (2, 4, 8, 16)  # ref §1: scale_list
+DECODER_CHANNELS = 128  # ref §3: Linear(256, 128)
+LEAKY_SLOPE = 0.1  # ref §3: LeakyReLU(0.1)
+OFFSET_FEATURES = 6  # ref §3: xyz - voxel mean, xyz - voxel corner
+CONTEXT_FACTOR = 2  # ref §3: point-encoder context on the 2x coarser grid
+EXPECTED_PARAMETERS = 1_933_460  # ref §3 / §12: the official student, counted
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Architecture of the student (what a checkpoint must agree with)."""
+
+    in_features: int = IN_FEATURES
+    hidden_channels: int = HIDDEN_CHANNELS
+    num_classes: int = NUM_CLASSES
+    stage_scales: tuple[int, ...] = STAGE_SCALES
+    decoder_channels: int = DECODER_CHANNELS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage_scales", tuple(int(s) for s in self.stage_scales))
+        for name in ("in_features", "hidden_channels", "num_classes", "decoder_channels"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"StudentConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.in_features < 3:
+            raise ValueError(f"StudentConfig.in_features must be >= 3 (x, y, z first), got {self.in_features}")
+        if not self.stage_scales or any(b <= a for a, b in zip((1,) + self.stage_scales, self.stage_scales)):
+            raise ValueError(f"StudentConfig.stage_scales must increase from > 1, got {self.stage_scales}")
+
+    @property
+    def input_scales(self) -> tuple[int, ...]:
+        """Resolution each block's voxel branch runs at: 1, then the previous block's scale."""
+        return (1,) + self.stage_scales[:-1]
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["stage_scales"] = list(self.stage_scales)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "StudentConfig":
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"StudentConfig: unknown field(s) {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class StudentInput:
+    """One batch for the student.
+
+    points: (Np, in_features) float, x y z metres + intensity (already scaled as in training).
+    voxels: multi-scale voxelisation of the same points (`voxel.voxelise`), batch index inside.
+    """
+
+    points: Tensor
+    voxels: MultiScaleVoxels
+
+    @classmethod
+    def from_points(cls, points: Tensor, batch_index: Tensor | None = None, batch_size: int | None = None,
+                    voxel_config: VoxelConfig = VoxelConfig()) -> "StudentInput":
+        return cls(points=points, voxels=voxelise(points[:, :3], batch_index, batch_size, voxel_config))
+
+
+@dataclass
+class StageFeatures:
+    """What one SPV block's voxel branch produced (the multi-stage student features PPMSKD distils).
+
+    voxel_features: (N_scale, C) at the block's input resolution. point_to_voxel: (Np,) int64.
+    scale: that resolution (1, 2, 4, 8).
+    """
+
+    voxel_features: Tensor
+    point_to_voxel: Tensor
+    scale: int
+
+    def point_features(self) -> Tensor:
+        """(Np, C) the voxel features gathered to the points."""
+        return self.voxel_features.index_select(0, self.point_to_voxel)
+
+
+@dataclass
+class StudentOutput:
+    """logits: (Np, num_classes) per point. stages: one StageFeatures per SPV block, in order."""
+
+    logits: Tensor
+    stages: list[StageFeatures]
+
+
+class SparseBasicBlock(nn.Module):
+    """[SubM 3x3x3 -> BN -> LeakyReLU -> SubM 3x3x3 -> BN] + [SubM 1x1x1 -> BN] -> LeakyReLU (ref §3)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = SubMConv3d(in_channels, out_channels, kernel_size=3, bias=False)
+        self.norm1 = nn.BatchNorm1d(out_channels)
+        self.conv2 = SubMConv3d(out_channels, out_channels, kernel_size=3, bias=False)
+        self.norm2 = nn.BatchNorm1d(out_channels)
+        self.shortcut_conv = SubMConv3d(in_channels, out_channels, kernel_size=1, bias=False)
+        self.shortcut_norm = nn.BatchNorm1d(out_channels)
+        self.activation = nn.LeakyReLU(LEAKY_SLOPE)
+
+    def forward(self, features: Tensor, grid: SparseGrid) -> Tensor:
+        """features (M, in) at the active sites of `grid` -> (M, out)."""
+        shortcut = self.shortcut_norm(self.shortcut_conv(features, grid))
+        out = self.activation(self.norm1(self.conv1(features, grid)))
+        out = self.norm2(self.conv2(out, grid))
+        return self.activation(out + shortcut)
+
+
+class PointEncoder(nn.Module):
+    """The point branch of an SPV block (2DPASS `point_encoder`, ref §3 item 3)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.identity = nn.Sequential(nn.Linear(channels, channels), nn.LeakyReLU(LEAKY_SLOPE))
+        self.context = nn.Sequential(
+            nn.Linear(channels, half), nn.LeakyReLU(LEAKY_SLOPE), nn.BatchNorm1d(half),
+            nn.Linear(half, half), nn.LeakyReLU(LEAKY_SLOPE), nn.BatchNorm1d(half),
+            nn.Linear(half, channels), nn.LeakyReLU(LEAKY_SLOPE))
+        self.output = nn.Sequential(nn.Linear(2 * channels, channels), nn.LeakyReLU(LEAKY_SLOPE),
+                                    nn.Linear(channels, channels))
+
+    def forward(self, features: Tensor, voxels: MultiScaleVoxels, scale: int, out_scale: int) -> Tensor:
+        """features (M_scale, C) -> (M_out_scale, C).
+
+        Context: voxel-weighted mean on the grid `scale` coords // 2, MLP, broadcast back; then the output
+        MLP per voxel and the point-weighted mean to the `out_scale` voxels.
+        """
+        parent, num_parents = voxels.coarsened(scale, CONTEXT_FACTOR)
+        context = self.context(scatter_mean(features, parent, num_parents)).index_select(0, parent)
+        fused = self.output(torch.cat([self.identity(features), context], dim=1))
+        return voxels.transition(scale, out_scale).apply(fused)
+
+
+class SPVBlock(nn.Module):
+    """Voxel branch at `scale` + point branch, fused at `out_scale` (ref §3 items 1-5)."""
+
+    def __init__(self, channels: int, scale: int, out_scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.out_scale = out_scale
+        self.voxel_encoder = nn.ModuleList([SparseBasicBlock(channels, channels) for _ in range(2)])
+        self.point_encoder = PointEncoder(channels)
+
+    def forward(self, features: Tensor, grid: SparseGrid,
+                voxels: MultiScaleVoxels) -> tuple[Tensor, Tensor, Tensor]:
+        """features (M_scale, C) -> (voxel branch (M_scale, C), point branch (M_out, C), voxel branch
+        averaged to the output scale (M_out, C))."""
+        encoded = features
+        for block in self.voxel_encoder:
+            encoded = block(encoded, grid)
+        pooled = voxels.transition(self.scale, self.out_scale).apply(encoded)
+        point = self.point_encoder(features + encoded, voxels, self.scale, self.out_scale)
+        return encoded, point, pooled
+
+
+class Student(nn.Module):
+    """The student network. `forward(StudentInput) -> StudentOutput`.
+
+    sparse_backend: "auto" (the sparse seam picks: spconv for inference, native where gradients are
+    needed on CPU), or "native" / "spconv" / "torchsparse".
+    """
+
+    def __init__(self, config: StudentConfig = StudentConfig(), sparse_backend: str = "auto") -> None:
+        super().__init__()
+        self.config = config
+        self.sparse_backend = sparse_backend
+        channels = config.hidden_channels
+        self.input_mlp = nn.Sequential(nn.Linear(config.in_features + OFFSET_FEATURES, channels), nn.ReLU(),
+                                       nn.Linear(channels, channels))
+        self.stages = nn.ModuleList([SPVBlock(channels, scale, out_scale)
+                                     for scale, out_scale in zip(config.input_scales, config.stage_scales)])
+        self.classifier = nn.Sequential(nn.Linear(channels * len(config.stage_scales), config.decoder_channels),
+                                        nn.ReLU(), nn.Linear(config.decoder_channels, config.num_classes))
+
+    def backend_for(self, device: torch.device) -> str:
+        """The sparse backend this forward will use on `device`."""
+        return resolve_backend(self.sparse_backend, training=torch.is_grad_enabled(), device=device)
+
+    def prepare_voxels(self, voxels: MultiScaleVoxels) -> None:
+        """Derive (and cache in `voxels`) every inter-scale map the forward will use."""
+        for block in self.stages:
+            voxels.transition(block.scale, block.out_scale)
+            voxels.coarsened(block.scale, CONTEXT_FACTOR)
+
+    def input_features(self, points: Tensor, voxels: MultiScaleVoxels) -> Tensor:
+        """(Np, in + 6): points ++ (xyz - voxel mean) ++ (xyz - voxel lower corner) at the base grid."""
+        base = voxels[1]
+        xyz = points[:, :3]
+        mean = scatter_mean(xyz, base.point_to_voxel, base.num_voxels, base.counts)
+        coords = base.coords.index_select(0, base.point_to_voxel)  # (Np, 4) b z y x
+        cell_xyz = coords[:, [3, 2, 1]].to(xyz.dtype)
+        config = voxels.config
+        cell_size = torch.tensor(config.cell_size(1), dtype=xyz.dtype, device=xyz.device)
+        lower = torch.tensor(config.min_bound, dtype=xyz.dtype, device=xyz.device)
+        corner = cell_xyz * cell_size + lower
+        return torch.cat([points, xyz - mean.index_select(0, base.point_to_voxel), xyz - corner], dim=1)
+
+    def forward(self, batch: StudentInput) -> StudentOutput:
+        points, voxels = batch.points, batch.voxels
+        if points.ndim != 2 or points.shape[1] != self.config.in_features:
+            raise ValueError(f"Student: points must be (N, {self.config.in_features}), got {tuple(points.shape)}")
+        if points.shape[0] != voxels.num_points:
+            raise ValueError(f"Student: {points.shape[0]} points but the voxelisation has {voxels.num_points}")
+        base = voxels[1]
+        # offsets are computed in the points' precision (fp32), then cast to the weights' (fp16 on GPU)
+        inputs = self.input_features(points, voxels).to(self.input_mlp[0].weight.dtype)
+        hidden = self.input_mlp[1](self.input_mlp[0](inputs))
+        features = self.input_mlp[2](scatter_mean(hidden, base.point_to_voxel, base.num_voxels, base.counts))
+
+        backend = self.backend_for(points.device)
+        channels = self.config.hidden_channels
+        decoder_weight = self.classifier[0].weight  # (decoder, channels * stages)
+        decoded = self.classifier[0].bias
+        stages: list[StageFeatures] = []
+        for index, block in enumerate(self.stages):
+            level = voxels[block.scale]
+            grid = SparseGrid(level.coords, level.spatial_shape, voxels.batch_size, backend=backend)
+            encoded, point, pooled = block(features, grid, voxels)
+            stages.append(StageFeatures(voxel_features=encoded, point_to_voxel=level.point_to_voxel,
+                                        scale=block.scale))
+            features = point + pooled
+            # decoder Linear over the concatenation == sum of its column blocks, applied per voxel
+            part = point @ decoder_weight[:, index * channels:(index + 1) * channels].t()
+            decoded = decoded + part.index_select(0, voxels[block.out_scale].point_to_voxel)
+        logits = self.classifier[2](self.classifier[1](decoded))
+        return StudentOutput(logits=logits, stages=stages)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
