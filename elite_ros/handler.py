@@ -1,0 +1,208 @@
+"""One PointCloud2 in, the labelled output clouds out, with timings and counters. No ROS import.
+
+The rclpy node (`elite_ros.node`), bag replay (`elite_ros.replay`), evaluation and the demo all call
+`SegmentationHandler.process`, so what runs in the car is what the tests and the bag tools run.
+
+Per message:
+1. `cloud.decode` -> finite points (any field layout); a malformed message raises `CloudFormatError`,
+   which `process` counts as *rejected* and reports (the caller logs it; nothing is published).
+2. Range limits (`min_range` <= |xyz| <= `max_range`, metres, sensor origin) and intensity normalisation
+   (raw / `intensity_max` -> KITTI's 0..1; absent intensity -> the network sees zeros).
+3. `Segmenter.predict` -> class id and probability for every message point (0 = unlabelled for dropped,
+   non-finite and out-of-range points).
+4. The requested outputs: segmentation (input + `class_id`/`label` [+ `probability`]), visualization
+   (x, y, z, rgb), filtered (input minus `filtered_classes`); all carry the input header.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from elite_ros.cloud import CloudFormatError, Scan, decode, filter_cloud, visualization_cloud, with_labels
+from elite_ros.params import ParameterError, SegmentParams
+
+OUTPUTS = ("segmentation", "visualization", "filtered")
+STAGES = ("preprocess", "inference", "postprocess", "total")  # Autoware's debug processing_time stages
+#: PointField datatype -> raw value of full reflectance when `intensity_max` is 0 (auto)
+AUTO_INTENSITY_MAX = {1: 127.0, 2: 255.0, 3: 32767.0, 4: 65535.0, 5: 2147483647.0, 6: 4294967295.0, 7: 1.0, 8: 1.0}
+
+
+@dataclass
+class HandlerCounters:
+    """Running totals since start-up."""
+
+    received: int = 0  # messages given to `process`
+    processed: int = 0  # segmented and turned into outputs
+    rejected: int = 0  # malformed clouds (CloudFormatError), skipped
+    failed: int = 0  # valid clouds whose segmentation raised (e.g. out of GPU memory), skipped
+    points: int = 0  # message points of processed clouds
+
+
+@dataclass
+class HandlerResult:
+    """Outcome of one message. `outputs` holds the requested clouds (name -> message) when `ok`."""
+
+    header: Any
+    outputs: dict[str, Any] = field(default_factory=dict)
+    class_id: np.ndarray | None = None  # (num_points,) uint8 training ids
+    probability: np.ndarray | None = None  # (num_points,) float32
+    num_points: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # why the message was skipped
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class SegmentationHandler:
+    """Labels PointCloud2 messages with a `Segmenter` according to `SegmentParams`.
+
+    `segmenter` is anything with `predict(scan) -> Prediction(class_id, probability, timings_ms)`,
+    `palette` ((20, 3) uint8) and `trained` (e.g. `elite_ros.segmenter.Segmenter`).
+    """
+
+    def __init__(self, segmenter: Any, params: SegmentParams | None = None) -> None:
+        self.segmenter = segmenter
+        self.params = params or SegmentParams()
+        self.counters = HandlerCounters()
+        self.last_error: str | None = None
+        self._filtered_ids = self.params.filtered_class_ids
+        self._palette = getattr(segmenter, "palette", None)
+
+    @classmethod
+    def from_params(cls, params: SegmentParams | None = None, *, warmup: bool = True) -> SegmentationHandler:
+        """Load the checkpoint named by `params` (empty = bundled default) on its device.
+
+        Raises ParameterError naming `checkpoint`, `device` or `precision` when they cannot be used.
+        """
+        from elite_ros.checkpoint import CheckpointError
+        from elite_ros.segmenter import Segmenter, resolve_device, resolve_precision
+
+        params = params or SegmentParams()
+        try:
+            device = resolve_device(params.device)
+        except ValueError as error:
+            raise ParameterError("device", str(error)) from None
+        try:
+            resolve_precision(params.precision, device)
+        except ValueError as error:
+            raise ParameterError("precision", str(error)) from None
+        if params.checkpoint and not _is_file(params.checkpoint):
+            raise ParameterError("checkpoint", f"no such file: {params.checkpoint}")
+        try:
+            segmenter = Segmenter.from_checkpoint(
+                params.checkpoint or None, device=params.device, precision=params.precision,
+                backend=params.backend, tta_votes=params.tta_votes, max_points=params.max_points or None,
+                warmup=warmup,
+            )
+        except (CheckpointError, OSError) as error:
+            raise ParameterError("checkpoint", str(error)) from None
+        except (ValueError, RuntimeError) as error:  # backend not usable on this device, ...
+            raise ParameterError("backend", str(error)) from None
+        return cls(segmenter, params)
+
+    @property
+    def trained(self) -> bool:
+        """False when the weights are the untrained default (labels are meaningless)."""
+        return bool(getattr(self.segmenter, "trained", False))
+
+    # ------------------------------------------------------------------------------------ per message
+    def prepare(self, msg: Any) -> Scan:
+        """Decode `msg` and apply range limits and intensity normalisation. Raises CloudFormatError."""
+        p = self.params
+        scan = decode(msg, intensity_field=p.intensity_fields)
+        xyz, intensity, index = scan.xyz, scan.intensity, scan.index
+        if xyz.shape[0]:
+            distance = np.sqrt(np.einsum("ij,ij->i", xyz, xyz, dtype=np.float32))
+            inside = (distance >= p.min_range) & (distance <= p.max_range)
+            if not inside.all():
+                xyz, index = xyz[inside], index[inside]
+                intensity = intensity[inside] if intensity is not None else None
+        if intensity is not None:
+            intensity = intensity.astype(np.float32) / np.float32(self._intensity_max(msg))
+        return dataclasses.replace(scan, xyz=xyz, intensity=intensity, index=index)
+
+    def _intensity_max(self, msg: Any) -> float:
+        if self.params.intensity_max > 0:
+            return self.params.intensity_max
+        by_name = {f.name: int(f.datatype) for f in msg.fields}
+        for name in self.params.intensity_fields:
+            if name in by_name:
+                return AUTO_INTENSITY_MAX.get(by_name[name], 1.0)
+        return 1.0
+
+    def process(self, msg: Any, outputs: Collection[str] = OUTPUTS) -> HandlerResult:
+        """Segment one message and build the requested `outputs` (names from OUTPUTS).
+
+        Never raises for bad input: a malformed cloud gives `ok == False` with the reason and counts as
+        rejected; a segmentation failure counts as failed. Timings (ms): preprocess (decode, filters,
+        voxelisation), inference (network), postprocess (labels back to points, output clouds), total.
+        """
+        unknown = set(outputs) - set(OUTPUTS)
+        if unknown:
+            raise ValueError(f"unknown outputs {sorted(unknown)} (known: {', '.join(OUTPUTS)})")
+        start = time.perf_counter()
+        self.counters.received += 1
+        header = getattr(msg, "header", None)
+        try:
+            scan = self.prepare(msg)
+        except CloudFormatError as error:
+            return self._skip(header, f"malformed PointCloud2: {error}", rejected=True)
+        decoded = time.perf_counter()
+        try:
+            prediction = self.segmenter.predict(scan)
+            predicted = time.perf_counter()
+            built = self._outputs(msg, prediction.class_id, prediction.probability, outputs)
+        except CloudFormatError as error:
+            return self._skip(header, f"malformed PointCloud2: {error}", rejected=True)
+        except Exception as error:  # noqa: BLE001 - the node must keep serving; counted and reported
+            return self._skip(header, f"segmentation failed: {type(error).__name__}: {error}", rejected=False)
+        end = time.perf_counter()
+        seg = prediction.timings_ms
+        timings = {
+            "preprocess": (decoded - start) * 1e3 + seg.get("preprocess", 0.0) + seg.get("voxelise", 0.0),
+            "inference": seg.get("network", seg.get("inference", 0.0)),
+            "postprocess": seg.get("postprocess", 0.0) + (end - predicted) * 1e3,
+            "total": (end - start) * 1e3,
+        }
+        self.counters.processed += 1
+        self.counters.points += int(scan.num_points)
+        return HandlerResult(header=header, outputs=built, class_id=prediction.class_id,
+                             probability=prediction.probability, num_points=int(scan.num_points), timings_ms=timings)
+
+    def _outputs(self, msg: Any, class_id: np.ndarray, probability: np.ndarray, wanted: Collection[str]) -> dict[str, Any]:
+        p = self.params
+        built: dict[str, Any] = {}
+        if "segmentation" in wanted:
+            built["segmentation"] = with_labels(
+                msg, class_id, probability if p.publish_probability else None,
+                label_format=p.label_format, overwrite=True,
+            )
+        if "visualization" in wanted:
+            built["visualization"] = visualization_cloud(msg, class_id, self._palette)
+        if "filtered" in wanted:
+            built["filtered"] = filter_cloud(msg, ~np.isin(class_id, self._filtered_ids))
+        return built
+
+    def _skip(self, header: Any, reason: str, *, rejected: bool) -> HandlerResult:
+        if rejected:
+            self.counters.rejected += 1
+        else:
+            self.counters.failed += 1
+        self.last_error = reason
+        return HandlerResult(header=header, error=reason)
+
+
+def _is_file(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).expanduser().is_file()
+
+
+__all__ = ["OUTPUTS", "STAGES", "HandlerCounters", "HandlerResult", "SegmentationHandler"]

@@ -1,0 +1,213 @@
+"""The rclpy node for real: Luminar clouds over DDS (loopback, own domain) in, labelled clouds out."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) not installed")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rclpy.serialization import deserialize_message  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from std_msgs.msg import Float64  # noqa: E402
+
+from elite_ros.bag import TYPESTORE, iter_messages  # noqa: E402
+from elite_ros.cloud import read_points  # noqa: E402
+from elite_ros.node import SegmentNode, main  # noqa: E402
+from elite_ros.params import ParameterError  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+TIMEOUT_S = 60.0
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained student with 8 channels: same code path, a fraction of the compute."""
+    import torch
+
+    from elite_ros.checkpoint import make_metadata, save_checkpoint
+    from elite_ros.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return save_checkpoint(path, model, make_metadata(model, trained=False))
+
+
+@pytest.fixture(scope="module")
+def luminar_clouds(luminar_bags) -> list[PointCloud2]:
+    """The 5 real Luminar clouds as rclpy messages (CDR from rosbags, decoded by rclpy)."""
+    clouds = []
+    for m in iter_messages(luminar_bags["mcap"], msgtypes=[CLOUD_TYPE]):
+        clouds.append(deserialize_message(bytes(TYPESTORE.serialize_cdr(m.msg, CLOUD_TYPE)), PointCloud2))
+    assert len(clouds) == 5
+    return clouds
+
+
+@pytest.fixture()
+def ros_context():
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+def make_node(context, checkpoint: Path, **overrides) -> SegmentNode:
+    values = {"checkpoint": str(checkpoint), "device": "cpu", "latency_budget_ms": 60000.0, **overrides}
+    return SegmentNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def spin_until(executor, condition, timeout_s: float = TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        executor.spin_once(timeout_sec=0.05)
+    return condition()
+
+
+class DdsPeer:
+    """A test node: publishes clouds to the segment node, records everything it publishes."""
+
+    def __init__(self, context, node: SegmentNode, subscribe_outputs: bool = True):
+        self.node = rclpy.create_node("tester", context=context)
+        self.pub = self.node.create_publisher(PointCloud2, "/segment_node/input/pointcloud", 10)
+        self.received: dict[str, list] = {}
+        topics = {f"out/{k}": (PointCloud2, v) for k, v in node.output_topics.items()} if subscribe_outputs else {}
+        for stage in ("preprocess", "inference", "postprocess", "total"):
+            topics[f"debug/{stage}"] = (Float64, f"/segment_node/debug/processing_time/{stage}_ms")
+        topics["debug/cyclic"] = (Float64, "/segment_node/debug/cyclic_time_ms")
+        topics["debug/latency"] = (Float64, "/segment_node/debug/pipeline_latency_ms")
+        topics["diagnostics"] = (DiagnosticArray, "/diagnostics")
+        for key, (msg_type, topic) in topics.items():
+            self.received[key] = []
+            qos = qos_profile_sensor_data if msg_type is PointCloud2 else 10
+            self.node.create_subscription(msg_type, topic, lambda m, k=key: self.received[k].append(m), qos)
+
+
+@pytest.fixture()
+def setup(ros_context, tiny_checkpoint):
+    created = []
+
+    def build(subscribe_outputs: bool = True, **overrides):
+        node = make_node(ros_context, tiny_checkpoint, **overrides)
+        tester = DdsPeer(ros_context, node, subscribe_outputs)
+        executor = SingleThreadedExecutor(context=ros_context)
+        executor.add_node(node)
+        executor.add_node(tester.node)
+        created.append((executor, node, tester))
+        assert spin_until(executor, lambda: tester.pub.get_subscription_count() > 0), "no DDS discovery"
+        if subscribe_outputs:
+            assert spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in node._outputs.values()))
+        return executor, node, tester
+
+    yield build
+    for executor, node, tester in created:
+        executor.shutdown()
+        tester.node.destroy_node()
+        node.destroy_node()
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def test_luminar_clouds_over_dds(setup, luminar_clouds):
+    executor, node, tester = setup()
+    for i, cloud in enumerate(luminar_clouds):
+        tester.pub.publish(cloud)
+        assert spin_until(executor, lambda: all(len(tester.received[f"out/{k}"]) > i for k in node.output_topics)), (
+            f"no output for cloud {i}"
+        )
+    for key in ("out/segmentation", "out/visualization", "out/filtered"):
+        stamps = [stamp_ns(m.header) for m in tester.received[key]]
+        assert stamps == [stamp_ns(c.header) for c in luminar_clouds], key
+        assert all(m.header.frame_id == "luminar_lidar" for m in tester.received[key])
+    for seg, cloud in zip(tester.received["out/segmentation"], luminar_clouds):
+        names = [f.name for f in seg.fields]
+        assert names == [f.name for f in cloud.fields] + ["class_id", "probability"]
+        assert seg.width * seg.height == cloud.width * cloud.height
+        points = read_points(seg)
+        assert points["class_id"].max() < 20
+        np.testing.assert_array_equal(points["intensity"], read_points(cloud)["intensity"])
+    vis = tester.received["out/visualization"][0]
+    assert [f.name for f in vis.fields] == ["x", "y", "z", "rgb"]
+    # debug topics carry numbers; diagnostics report the counts
+    node.publish_diagnostics()
+    assert spin_until(executor, lambda: len(tester.received["debug/latency"]) == 5 and any(
+        kv.key == "processed" and kv.value == "5" for a in tester.received["diagnostics"] for s in a.status for kv in s.values))
+    for stage in ("preprocess", "inference", "postprocess", "total"):
+        values = [m.data for m in tester.received[f"debug/{stage}"]]
+        assert len(values) == 5 and all(np.isfinite(values)) and all(v >= 0 for v in values), stage
+    assert len(tester.received["debug/cyclic"]) == 4
+    assert all(m.data > 0 for m in tester.received["debug/latency"])  # now (2026) minus a 2020 stamp
+    status = [s for a in tester.received["diagnostics"] for s in a.status if s.name.startswith("segment_node")][-1]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK
+    assert values["processed"] == "5" and values["rejected"] == "0" and values["weights"] == "UNTRAINED"
+    assert float(values["last_total_ms"]) > 0
+
+
+def test_diagnostics_warn_over_budget(setup, luminar_clouds):
+    executor, node, tester = setup(latency_budget_ms=1.0)  # no scan is that fast
+    tester.pub.publish(luminar_clouds[0])
+    assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
+    node.publish_diagnostics()
+    assert spin_until(executor, lambda: any(s.level == DiagnosticStatus.WARN for a in tester.received["diagnostics"]
+                                            for s in a.status))
+
+
+def test_malformed_cloud_counted_and_next_served(setup, luminar_clouds):
+    executor, node, tester = setup()
+    bad = PointCloud2()
+    good = luminar_clouds[1]
+    bad.header = good.header
+    bad.fields, bad.height, bad.width = good.fields, 1, good.width
+    bad.point_step, bad.row_step = good.point_step, good.row_step
+    bad.data = bytes(good.data[: len(good.data) // 2])  # buffer shorter than row_step * height
+    tester.pub.publish(bad)
+    assert spin_until(executor, lambda: node.handler.counters.rejected == 1)
+    assert "malformed" in node.handler.last_error
+    tester.pub.publish(good)
+    assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
+    assert stamp_ns(tester.received["out/segmentation"][0].header) == stamp_ns(good.header)
+    assert node.handler.counters.processed == 1 and node.handler.counters.rejected == 1
+
+
+def test_no_work_without_subscribers(setup, luminar_clouds):
+    executor, node, tester = setup(subscribe_outputs=False)
+    for cloud in luminar_clouds[:3]:
+        tester.pub.publish(cloud)
+        spin_until(executor, lambda: False, timeout_s=0.5)
+    assert spin_until(executor, lambda: node.skipped_no_subscriber >= 1)
+    assert node.handler.counters.received == 0 and node.handler.counters.processed == 0
+    assert tester.received["debug/total"] == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("tta_votes", 0), ("device", "gpu"), ("precision", "int8"), ("filtered_classes", ["roads"]),
+     ("max_range", 5000.0), ("max_points", "many")],
+)
+def test_invalid_parameter_stops_startup(ros_context, tiny_checkpoint, name, value):
+    with pytest.raises(ParameterError) as info:
+        make_node(ros_context, tiny_checkpoint, **{name: value})
+    assert info.value.name == name and f"'{name}'" in str(info.value)
+
+
+def test_missing_checkpoint_named(ros_context, tmp_path):
+    with pytest.raises(ParameterError, match="'checkpoint'"):
+        make_node(ros_context, tmp_path / "nope.safetensors")
+
+
+def test_main_exits_with_error_on_invalid_parameter(capfd):
+    assert main(["--ros-args", "-p", "tta_votes:=99"]) == 2
+    assert "tta_votes" in capfd.readouterr().err
