@@ -1,0 +1,397 @@
+"""Scan in, labels out: checkpoint + device + precision + TTA around the student (no ROS import).
+
+`Segmenter.predict(scan)` takes an `elite_ros.cloud.Scan` (or anything with its attributes: ``xyz`` (N, 3)
+float32 metres, ``intensity`` (N,) float32 or None, ``index`` (N,) int64 position of each point in the
+message, ``num_points`` = points in the message) and returns one class id and probability for EVERY
+message point:
+
+- points outside the volume (strict, ELITE_REFERENCE.md §2), non-finite points and points the decoder
+  dropped get class 0 (unlabelled) and probability 0;
+- a missing intensity channel is read as zeros (the network still runs; accuracy drops for models trained
+  with intensity); intensities are multiplied by `intensity_scale` (checkpoint metadata by default, e.g.
+  1.0 for KITTI's 0..1 reflectance; pass 1/255 for Autoware's uint8 intensity);
+- class = argmax over all classes (as the official test code), probability = softmax of that class;
+- with a point cap (`max_points`), a deterministic subsample runs the network: first one point per 0.1 m
+  voxel (lowest index), then a seeded random choice among the rest; every other point takes the mean
+  logits of the sampled points of its 0.1 m voxel, else of its voxel at the next coarser scale (0.2, 0.4,
+  0.8, 1.6, ... m, doubling until one cell spans the volume), i.e. of its nearest sampled points by voxel;
+- with `tta_votes` > 1, every vote is the scan rotated about z by U[0, 360) degrees and shifted by
+  N(0, 0.1) m per axis (ELITE_REFERENCE.md §8, seeded, so the same scan always gives the same answer);
+  logits are summed over the votes, the probability is the softmax of their mean.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checkpoint import CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
+from .student import Student, StudentConfig, StudentInput
+from .voxel import VoxelConfig, in_range_mask, point_cells, voxelise
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TTA_TRANSLATION_STD = 0.1  # metres, ref §8 / §2 step 4: translation N(0, 0.1) per axis
+TTA_SEED = 0  # votes are reproducible: same scan -> same answer
+SUBSAMPLE_SEED = 0  # point-cap subsample
+WARMUP_POINTS = 4096  # synthetic points per warm-up call
+WARMUP_RUNS = 2
+STAGES = ("preprocess", "voxelise", "network", "postprocess", "total")
+
+
+@dataclass
+class Prediction:
+    """class_id: (num_points,) uint8 training id, 0 = unlabelled. probability: (num_points,) float32 in
+    [0, 1], 0 where unlabelled. timings_ms: per stage (preprocess, voxelise, network, postprocess, total),
+    milliseconds; in `predict_batch` each scan gets an equal share of the batch's time."""
+
+    class_id: np.ndarray
+    probability: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    """One scan after preprocessing: the points the network sees and where their results go."""
+
+    num_points: int
+    points: Tensor  # (K, 4) float32 on device: x y z + scaled intensity, in range
+    message_index: Tensor  # (K,) int64 message position of each point
+    sampled: Tensor | None  # (S,) int64 rows of `points` that run the network (None = all)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> cuda:0 when CUDA is available else cpu; "cpu"; "cuda" / "cuda:N" (checked)."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
+        index = resolved.index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return torch.device("cuda", index)
+    if resolved.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda:N', got {device!r}")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """"fp32" anywhere; "fp16" / "bf16" only on a CUDA device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"precision {precision!r} needs a CUDA device; device is {device}")
+    return PRECISIONS[precision]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Segmenter:
+    """The student with its checkpoint, ready to label scans. Build with `Segmenter.from_checkpoint`."""
+
+    def __init__(self, model: Student, metadata: CheckpointMetadata, *, device: torch.device,
+                 dtype: torch.dtype = torch.float32, tta_votes: int = 1, max_points: int | None = None,
+                 intensity_scale: float | None = None, warmup: bool = True) -> None:
+        if int(tta_votes) < 1:
+            raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
+        if max_points is not None and int(max_points) < 1:
+            raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
+        scale = metadata.intensity_scale if intensity_scale is None else intensity_scale
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"intensity_scale must be a positive number, got {scale!r}")
+        self.metadata = metadata
+        self.device = device
+        self.dtype = dtype
+        self.tta_votes = int(tta_votes)
+        self.max_points = None if max_points is None else int(max_points)
+        self.intensity_scale = float(scale)
+        self.voxel_config: VoxelConfig = metadata.voxel_config
+        self.model = model.to(device=device, dtype=dtype).eval()
+        if warmup:
+            self.warm_up()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, *, device: str = "auto", precision: str = "fp32",
+                        backend: str = "auto", tta_votes: int = 1, max_points: int | None = None,
+                        intensity_scale: float | None = None, warmup: bool = True) -> "Segmenter":
+        """Load a checkpoint (None = the bundled default, untrained) onto `device`.
+
+        precision: "fp32", or "fp16" / "bf16" on CUDA only. backend: sparse backend, "auto" picks the
+        fastest available for inference. intensity_scale: None = the checkpoint's value.
+        """
+        resolved = resolve_device(device)
+        dtype = resolve_precision(precision, resolved)
+        path = Path(path) if path is not None else default_checkpoint()
+        metadata = read_metadata(path)
+        try:
+            config = StudentConfig.from_dict(metadata.architecture)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: metadata architecture: {error}") from None
+        model = Student(config, sparse_backend=backend)
+        load_checkpoint(path, model)
+        segmenter = cls(model, metadata, device=resolved, dtype=dtype, tta_votes=tta_votes,
+                        max_points=max_points, intensity_scale=intensity_scale, warmup=False)
+        segmenter.backend  # fail now, not on the first scan, if the backend cannot run here
+        if warmup:
+            segmenter.warm_up()
+        return segmenter
+
+    @property
+    def trained(self) -> bool:
+        """False for the bundled untrained default: its labels mean nothing."""
+        return bool(self.metadata.trained)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.class_names)
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(num_classes, 3) uint8 RGB."""
+        return np.asarray(self.metadata.palette, dtype=np.uint8)
+
+    @property
+    def backend(self) -> str:
+        """The sparse-convolution backend inference runs on."""
+        with torch.inference_mode():
+            return self.model.backend_for(self.device)
+
+    def warm_up(self, runs: int = WARMUP_RUNS) -> None:
+        """Run a few synthetic scans so allocators and kernels are ready before the first real one."""
+        rng = np.random.default_rng(0)
+        lower = np.asarray(self.voxel_config.min_bound) * 0.5
+        upper = np.asarray(self.voxel_config.max_bound) * 0.5
+        xyz = rng.uniform(lower, upper, size=(WARMUP_POINTS, 3)).astype(np.float32)
+        scan = _ArrayScan(xyz=xyz, intensity=rng.uniform(0, 1, WARMUP_POINTS).astype(np.float32),
+                          index=np.arange(WARMUP_POINTS, dtype=np.int64), num_points=WARMUP_POINTS)
+        for _ in range(runs):
+            self.predict(scan)
+
+    # ---------------------------------------------------------------------------------- prediction
+    def predict(self, scan: Any) -> Prediction:
+        """Label every point of one scan (see the module docstring for the rules)."""
+        return self.predict_batch([scan])[0]
+
+    @torch.inference_mode()
+    def predict_batch(self, scans: Sequence[Any]) -> list[Prediction]:
+        """Label several scans in one network call (bag replay). Timings are shared equally."""
+        if not scans:
+            return []
+        start = time.perf_counter()
+        prepared = [self._prepare(scan, position) for position, scan in enumerate(scans)]
+        _sync(self.device)
+        t_pre = time.perf_counter()
+
+        points, batch_index = self._network_batch(prepared)
+        batch_size = len(prepared) * self.tta_votes
+        voxels = voxelise(points[:, :3], batch_index, batch_size, self.voxel_config)
+        self.model.prepare_voxels(voxels)
+        _sync(self.device)
+        t_vox = time.perf_counter()
+
+        if points.shape[0]:
+            logits = self.model(StudentInput(points=points, voxels=voxels)).logits.float()
+        else:
+            logits = points.new_zeros((0, self.model.config.num_classes))
+        _sync(self.device)
+        t_net = time.perf_counter()
+
+        results = self._postprocess(prepared, logits)
+        _sync(self.device)
+        end = time.perf_counter()
+        share = 1000.0 / len(scans)
+        timings = {"preprocess": (t_pre - start) * share, "voxelise": (t_vox - t_pre) * share,
+                   "network": (t_net - t_vox) * share, "postprocess": (end - t_net) * share,
+                   "total": (end - start) * share}
+        return [Prediction(class_id=c, probability=p, timings_ms=dict(timings)) for c, p in results]
+
+    # ---------------------------------------------------------------------------------- stages
+    def _prepare(self, scan: Any, position: int) -> _Prepared:
+        xyz, intensity, index, num_points = _scan_arrays(scan, position)
+        finite = np.isfinite(xyz).all(axis=1)
+        keep = in_range_mask(xyz, self.voxel_config) & finite
+        kept = np.flatnonzero(keep)
+        points = np.empty((kept.shape[0], 4), dtype=np.float32)
+        points[:, :3] = xyz[kept]
+        if intensity is None:
+            points[:, 3] = 0.0
+        else:
+            values = intensity[kept].astype(np.float32) * np.float32(self.intensity_scale)
+            points[:, 3] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        tensor = torch.from_numpy(points).to(self.device)
+        message_index = torch.from_numpy(index[kept]).to(self.device)
+        sampled = None
+        if self.max_points is not None and kept.shape[0] > self.max_points:
+            sampled = self._subsample(tensor[:, :3], self.max_points)
+        return _Prepared(num_points=num_points, points=tensor, message_index=message_index, sampled=sampled)
+
+    def _subsample(self, xyz: Tensor, cap: int) -> Tensor:
+        """Deterministic (S = cap,) sorted rows: one point per 0.1 m voxel first, then seeded random."""
+        key = _cell_key(xyz, self.voxel_config, 1)
+        _, inverse = torch.unique(key, return_inverse=True)
+        rows = torch.arange(xyz.shape[0], device=xyz.device)
+        first = torch.full((int(inverse.max()) + 1,), xyz.shape[0], dtype=torch.int64, device=xyz.device)
+        first = first.scatter_reduce(0, inverse, rows, reduce="amin")
+        generator = torch.Generator(device="cpu").manual_seed(SUBSAMPLE_SEED)
+        if first.shape[0] >= cap:
+            choice = first[torch.randperm(first.shape[0], generator=generator)[:cap].to(xyz.device)]
+        else:
+            is_first = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
+            is_first[first] = True
+            others = rows[~is_first]
+            extra = others[torch.randperm(others.shape[0], generator=generator)[:cap - first.shape[0]]
+                           .to(xyz.device)]
+            choice = torch.cat([first, extra])
+        return torch.sort(choice).values
+
+    def _network_batch(self, prepared: list[_Prepared]) -> tuple[Tensor, Tensor]:
+        """(points (Nb, 4) with every TTA vote, batch index (Nb,)); sample = scan * votes + vote."""
+        chunks, batch = [], []
+        generator = torch.Generator(device="cpu")
+        for scan_number, item in enumerate(prepared):
+            points = item.points if item.sampled is None else item.points.index_select(0, item.sampled)
+            generator.manual_seed(TTA_SEED)
+            for vote in range(self.tta_votes):
+                voted = points if self.tta_votes == 1 else _tta_transform(points, generator)
+                chunks.append(voted)
+                batch.append(torch.full((points.shape[0],), scan_number * self.tta_votes + vote,
+                                        dtype=torch.int64, device=self.device))
+        if not chunks:
+            return (torch.zeros((0, 4), device=self.device), torch.zeros(0, dtype=torch.int64, device=self.device))
+        return torch.cat(chunks), torch.cat(batch)
+
+    def _postprocess(self, prepared: list[_Prepared], logits: Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+        results = []
+        offset = 0
+        for item in prepared:
+            count = item.points.shape[0] if item.sampled is None else item.sampled.shape[0]
+            votes = logits[offset:offset + count * self.tta_votes].view(self.tta_votes, count, logits.shape[1])
+            offset += count * self.tta_votes
+            mean_logits = votes.sum(dim=0) / self.tta_votes  # argmax of sum == argmax of mean
+            class_id = torch.zeros(item.num_points, dtype=torch.uint8, device=self.device)
+            probability = torch.zeros(item.num_points, dtype=torch.float32, device=self.device)
+            if count:
+                if item.sampled is None:
+                    point_logits, known = mean_logits, None
+                else:
+                    point_logits, known = self._spread(item, mean_logits)
+                best_probability, best_class = torch.softmax(point_logits, dim=1).max(dim=1)
+                target = item.message_index if known is None else item.message_index[known]
+                if known is not None:
+                    best_class, best_probability = best_class[known], best_probability[known]
+                class_id[target] = best_class.to(torch.uint8)
+                probability[target] = best_probability
+            results.append((class_id.cpu().numpy(), probability.cpu().numpy()))
+        return results
+
+    def _spread(self, item: _Prepared, sampled_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits for every in-range point from the sampled ones: mean over the finest shared voxel.
+
+        Scales double from the 0.1 m grid until one cell holds the whole volume, so every point is
+        labelled as long as one point was sampled. Returns (logits (K, C), known (K,) bool).
+        """
+        xyz = item.points[:, :3]
+        logits = torch.zeros((xyz.shape[0], sampled_logits.shape[1]), device=xyz.device)
+        known = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
+        logits[item.sampled] = sampled_logits
+        known[item.sampled] = True
+        for scale in _doubling_scales(self.voxel_config):
+            missing = torch.nonzero(~known).flatten()
+            if missing.numel() == 0:
+                break
+            key = _cell_key(xyz, self.voxel_config, scale)
+            unique_key, inverse = torch.unique(key[item.sampled], return_inverse=True)
+            sums = torch.zeros((unique_key.shape[0], logits.shape[1]), device=xyz.device)
+            sums.index_add_(0, inverse, sampled_logits)
+            means = sums / torch.bincount(inverse, minlength=unique_key.shape[0]).unsqueeze(1)
+            position = torch.searchsorted(unique_key, key[missing]).clamp_max(unique_key.shape[0] - 1)
+            found = unique_key[position] == key[missing]
+            logits[missing[found]] = means[position[found]]
+            known[missing[found]] = True
+        return logits, known
+
+
+@dataclass
+class _ArrayScan:
+    """A minimal Scan (same attributes as elite_ros.cloud.Scan) for warm-up and array callers."""
+
+    xyz: np.ndarray
+    intensity: np.ndarray | None
+    index: np.ndarray
+    num_points: int
+
+
+def scan_from_arrays(xyz: np.ndarray, intensity: np.ndarray | None = None) -> _ArrayScan:
+    """A Scan-like object for a plain (N, 3) array (e.g. a KITTI .bin); non-finite rows are dropped
+    from the network input but still get a label (0) in the output."""
+    xyz = np.asarray(xyz, dtype=np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"xyz must be (N, 3), got {xyz.shape}")
+    return _ArrayScan(xyz=xyz, intensity=None if intensity is None else np.asarray(intensity, np.float32),
+                      index=np.arange(xyz.shape[0], dtype=np.int64), num_points=int(xyz.shape[0]))
+
+
+def _scan_arrays(scan: Any, position: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
+    """Validate a Scan-like object; errors name the scan and the attribute."""
+    name = f"scan {position}"
+    try:
+        xyz = np.asarray(scan.xyz, dtype=np.float32)
+    except AttributeError:
+        raise TypeError(f"{name}: has no 'xyz' attribute (expected elite_ros.cloud.Scan)") from None
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{name}: xyz must be (N, 3), got {xyz.shape}")
+    count = xyz.shape[0]
+    intensity = getattr(scan, "intensity", None)
+    if intensity is not None:
+        intensity = np.asarray(intensity).reshape(-1)
+        if intensity.shape[0] != count:
+            raise ValueError(f"{name}: intensity has {intensity.shape[0]} values for {count} points")
+    index = getattr(scan, "index", None)
+    index = np.arange(count, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
+    if index.shape[0] != count:
+        raise ValueError(f"{name}: index has {index.shape[0]} values for {count} points")
+    num_points = int(getattr(scan, "num_points", count))
+    if count and (index.min() < 0 or index.max() >= num_points):
+        raise ValueError(f"{name}: index values must lie in [0, num_points={num_points})")
+    return xyz, intensity, index, num_points
+
+
+def _doubling_scales(config: VoxelConfig) -> list[int]:
+    """1, 2, 4, ... up to the first scale whose grid is a single cell."""
+    scales = [1]
+    while max(config.cells(scales[-1])) > 1:
+        scales.append(scales[-1] * 2)
+    return scales
+
+
+def _cell_key(xyz: Tensor, config: VoxelConfig, scale: int) -> Tensor:
+    """(N,) int64 linear key of each point's cell at `scale`."""
+    cell = point_cells(xyz, config, scale)
+    x_cells, y_cells, _ = config.cells(scale)
+    return (cell[:, 2] * y_cells + cell[:, 1]) * x_cells + cell[:, 0]
+
+
+def _tta_transform(points: Tensor, generator: torch.Generator) -> Tensor:
+    """One TTA vote: rotate about z by U[0, 2 pi), translate by N(0, 0.1) m per axis (ref §8)."""
+    angle = float(torch.rand((), generator=generator)) * 2.0 * math.pi
+    shift = torch.randn(3, generator=generator) * TTA_TRANSLATION_STD
+    cos, sin = math.cos(angle), math.sin(angle)
+    rotation = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]], dtype=points.dtype)
+    out = points.clone()
+    out[:, :3] = points[:, :3] @ rotation.t().to(points.device) + shift.to(points.device, points.dtype)
+    return out
