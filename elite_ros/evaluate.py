@@ -333,3 +333,50 @@ def _plot_latency(total_ms: Sequence[float], stage_ms: dict[str, list[float]], p
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- ground truth
+#: ground-truth fields looked for, in order, when none is named: (field, kind)
+GROUND_TRUTH_FIELDS = (("label", "raw"), ("gt_label", "raw"), ("gt_class_id", "train"), ("class_id", "train"))
+
+
+def find_ground_truth_field(field_names: Iterable[str], exclude: Iterable[str] = ()) -> tuple[str, str] | None:
+    """(field, kind) of the first known ground-truth field among `field_names`, skipping `exclude`."""
+    names, skip = set(field_names), set(exclude)
+    for name, kind in GROUND_TRUTH_FIELDS:
+        if name in names and name not in skip:
+            return name, kind
+    return None
+
+
+class CloudGroundTruth:
+    """Callable: PointCloud2 -> (num_points,) uint8 training ids from its ground-truth field, or None.
+
+    field: the field to read (None: the first of GROUND_TRUTH_FIELDS present, except `exclude`).
+    kind: "raw" (SemanticKITTI raw ids / .label values), "train" (training ids) or "auto" (from the name:
+    `label`/`gt_label` raw, otherwise training ids).
+    """
+
+    def __init__(self, field: str | None = None, kind: str = "auto", exclude: Iterable[str] = ()) -> None:
+        if kind not in ("auto", "raw", "train"):
+            raise ValueError(f"ground-truth kind must be auto, raw or train, got {kind!r}")
+        self.field, self.kind, self.exclude = field, kind, tuple(exclude)
+        self.found: str | None = None  # the field actually used (after the first labelled cloud)
+
+    def __call__(self, msg: Any) -> np.ndarray | None:
+        from elite_ros.cloud import read_points
+
+        names = [f.name for f in msg.fields]
+        if self.field is not None:
+            if self.field not in names:
+                raise ValueError(f"ground-truth field {self.field!r} not in the cloud (fields: {', '.join(names)})")
+            name, kind = self.field, self.kind
+            if kind == "auto":
+                kind = "raw" if name in ("label", "gt_label") else "train"
+        else:
+            found = find_ground_truth_field(names, self.exclude)
+            if found is None:
+                return None
+            name, kind = found if self.kind == "auto" else (found[0], self.kind)
+        self.found = name
+        return ground_truth_ids(read_points(msg)[name], kind)

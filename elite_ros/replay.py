@@ -1,0 +1,301 @@
+"""Replay a recording through `SegmentationHandler`: what `elite-ros segment`, `evaluate` and `demo` run.
+
+Inputs (never modified, only read):
+- a bag: ROS 1 ``.bag``, rosbag2 folder (sqlite3 or mcap) or bare ``.db3`` / ``.mcap`` (`elite_ros.bag`);
+- a SemanticKITTI / KITTI sequence folder: ``velodyne/*.bin`` (float32 x, y, z, intensity 0..1) with
+  optional ``labels/*.label`` (uint32: raw semantic id | instance << 16) and ``times.txt`` (seconds), or a
+  flat folder of ``NNNNNN.bin`` [+ ``NNNNNN.label``]. Each scan becomes a 1 x N PointCloud2 on
+  `KITTI_TOPIC` (frame `KITTI_FRAME`) with fields x, y, z, intensity [+ ``label`` UINT32], stamped with
+  times.txt (or 10 Hz from 0 when absent).
+
+Output: a rosbag2 (mcap by default) with, per segmented topic T, ``T/segmentation`` (and on request
+``T/visualization`` and ``T/filtered``) at the input messages' own record timestamps, headers unchanged;
+with `keep_other_topics`, every other topic copied as is. Written atomically by `bag.BagWriter`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elite_ros.bag import TYPESTORE, BagMessage, BagWriter, bag_info, iter_messages
+from elite_ros.cloud import make_cloud
+from elite_ros.evaluate import Evaluation, latency_stats
+from elite_ros.handler import OUTPUTS, SegmentationHandler
+
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+KITTI_TOPIC = "/kitti/velodyne_points"
+KITTI_FRAME = "velodyne"
+KITTI_PERIOD_NS = 100_000_000  # 10 Hz HDL-64E, used when times.txt is absent
+KITTI_POINT_FLOATS = 4  # x, y, z, intensity (shared/data/README.md)
+MAX_REPORTED_ERRORS = 5  # skipped-message lines printed during a replay
+
+
+class ReplayError(ValueError):
+    """An input that cannot be replayed (unknown format, no cloud topic, unreadable file), named."""
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def is_kitti_folder(path: str | os.PathLike[str]) -> bool:
+    """True for a SemanticKITTI/KITTI sequence folder (``velodyne/*.bin``) or a flat folder of ``*.bin``."""
+    path = Path(path)
+    if not path.is_dir() or (path / "metadata.yaml").is_file():
+        return False
+    return any((path / "velodyne").glob("*.bin")) or any(path.glob("*.bin"))
+
+
+def _kitti_files(folder: Path) -> list[tuple[Path, Path | None]]:
+    scans = folder / "velodyne" if (folder / "velodyne").is_dir() else folder
+    labels = folder / "labels" if (folder / "velodyne").is_dir() else folder
+    bins = sorted(scans.glob("*.bin"))
+    if not bins:
+        raise ReplayError(f"{folder}: no .bin scans found")
+    return [(b, (labels / f"{b.stem}.label") if (labels / f"{b.stem}.label").is_file() else None) for b in bins]
+
+
+def _kitti_times(folder: Path, count: int) -> list[int]:
+    times_file = folder / "times.txt"
+    if times_file.is_file():
+        times = [float(v) for v in times_file.read_text().split()]
+        if len(times) < count:
+            raise ReplayError(f"{times_file}: {len(times)} times for {count} scans")
+        return [int(round(t * 1e9)) for t in times[:count]]
+    return [i * KITTI_PERIOD_NS for i in range(count)]
+
+
+def read_kitti_scan(bin_path: Path, label_path: Path | None = None) -> dict[str, np.ndarray]:
+    """One KITTI scan as point fields: x, y, z, intensity float32 (N,) [+ label uint32 (N,)]."""
+    raw = np.fromfile(bin_path, dtype="<f4")
+    if raw.size % KITTI_POINT_FLOATS:
+        raise ReplayError(f"{bin_path}: {raw.nbytes} bytes is not a whole number of 16-byte KITTI points")
+    points = raw.reshape(-1, KITTI_POINT_FLOATS)
+    fields = {name: np.ascontiguousarray(points[:, i]) for i, name in enumerate(("x", "y", "z", "intensity"))}
+    if label_path is not None:
+        labels = np.fromfile(label_path, dtype="<u4")
+        if labels.shape[0] != points.shape[0]:
+            raise ReplayError(f"{label_path}: {labels.shape[0]} labels for {points.shape[0]} points in {bin_path.name}")
+        fields["label"] = labels
+    return fields
+
+
+def kitti_cloud(fields: dict[str, np.ndarray], stamp_ns: int, frame_id: str = KITTI_FRAME) -> Any:
+    """A rosbags PointCloud2 (Kilted classes) from per-point fields, stamped `stamp_ns`."""
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    header = Header(stamp=Time(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000)),
+                    frame_id=frame_id)
+    return make_cloud(fields, header)
+
+
+def iter_kitti(folder: str | os.PathLike[str], topic: str = KITTI_TOPIC) -> Iterator[BagMessage]:
+    """The scans of a KITTI folder as BagMessages (record time = header stamp)."""
+    folder = Path(folder)
+    files = _kitti_files(folder)
+    for (bin_path, label_path), stamp in zip(files, _kitti_times(folder, len(files))):
+        yield BagMessage(topic, CLOUD_TYPE, stamp, kitti_cloud(read_kitti_scan(bin_path, label_path), stamp))
+
+
+@dataclass(frozen=True)
+class Recording:
+    """An input recording: a bag or a KITTI folder, with its topics {name: (msgtype, count)}."""
+
+    path: Path
+    kind: str  # "bag" | "kitti"
+    topics: dict[str, tuple[str, int]]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Recording:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"input not found: {path}")
+        if is_kitti_folder(path):
+            return cls(path, "kitti", {KITTI_TOPIC: (CLOUD_TYPE, len(_kitti_files(path)))})
+        return cls(path, "bag", bag_info(path))
+
+    @property
+    def cloud_topics(self) -> list[str]:
+        return [t for t, (msgtype, _) in self.topics.items() if msgtype == CLOUD_TYPE]
+
+    @property
+    def is_kitti(self) -> bool:
+        """True when the data are KITTI-derived (attribution needed): a KITTI folder or 'kitti' in the path."""
+        return self.kind == "kitti" or "kitti" in str(self.path).lower()
+
+    def select(self, topics: Iterable[str] | None) -> list[str]:
+        """The cloud topics to segment: `topics` (checked) or every PointCloud2 topic."""
+        clouds = self.cloud_topics
+        if not clouds:
+            raise ReplayError(f"{self.path}: no {CLOUD_TYPE} topic (topics: {', '.join(self.topics) or 'none'})")
+        if not topics:
+            return clouds
+        chosen = list(dict.fromkeys(topics))
+        for topic in chosen:
+            if topic not in self.topics:
+                raise ReplayError(f"{self.path}: no topic {topic!r} (PointCloud2 topics: {', '.join(clouds)})")
+            if topic not in clouds:
+                raise ReplayError(f"{self.path}: topic {topic!r} is {self.topics[topic][0]}, not {CLOUD_TYPE}")
+        return chosen
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+        """Messages in record order (all topics when None)."""
+        if self.kind == "kitti":
+            return iter_kitti(self.path)
+        return iter_messages(self.path, topics=None if topics is None else list(topics))
+
+
+# ------------------------------------------------------------------------------------------- replay
+@dataclass
+class ReplaySummary:
+    """What a replay did. latency: per-frame handler total, milliseconds (count, mean, p50, p90, p99, max)."""
+
+    frames: int = 0
+    points: int = 0
+    rejected: int = 0
+    failed: int = 0
+    copied: int = 0  # messages of other topics copied
+    wall_s: float = 0.0
+    latency: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)  # per-frame handler totals
+    output: Path | None = None
+    topics: dict[str, list[str]] = field(default_factory=dict)  # input topic -> output topics
+
+    @property
+    def hz(self) -> float:
+        """Frames per second of wall time (throughput of the whole replay, I/O included)."""
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def text(self) -> str:
+        """The closing summary line(s)."""
+        lat = self.latency
+        parts = [f"{self.frames} frames", f"{self.points:,} points", f"{self.hz:.2f} Hz"]
+        if lat.get("count"):
+            parts.append(f"latency p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
+        if self.rejected or self.failed:
+            parts.append(f"{self.rejected} rejected (malformed), {self.failed} failed")
+        if self.copied:
+            parts.append(f"{self.copied} other messages copied")
+        line = ", ".join(parts)
+        return line + (f"\nwrote {self.output}" if self.output else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "points": self.points, "hz": self.hz, "wall_s": self.wall_s,
+                "rejected": self.rejected, "failed": self.failed, "copied": self.copied,
+                "latency": self.latency, "output": str(self.output) if self.output else None, "topics": self.topics}
+
+
+def output_topic(input_topic: str, output: str) -> str:
+    """``/luminar_pointcloud`` + ``segmentation`` -> ``/luminar_pointcloud/segmentation``."""
+    return f"{input_topic.rstrip('/')}/{output}"
+
+
+def replay(
+    recording: Recording,
+    handler: SegmentationHandler,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    topics: Iterable[str] | None = None,
+    outputs: Iterable[str] = ("segmentation",),
+    keep_other_topics: bool = False,
+    storage: str = "mcap",
+    evaluation: Evaluation | None = None,
+    ground_truth: Any = None,
+    progress: bool = True,
+    log: Any = print,
+) -> ReplaySummary:
+    """Run every cloud of `topics` (default: all PointCloud2 topics) through `handler`.
+
+    output: rosbag2 folder to write (None: write nothing, e.g. for evaluation); refused when it exists or
+    lies inside the input. outputs: which clouds to write per topic (OUTPUTS names). evaluation: when given,
+    each frame's timings, and with `ground_truth` (callable msg -> (num_points,) training ids or None) its
+    labels, are accumulated into it. Malformed clouds are skipped and counted (first few reported via `log`).
+    """
+    outputs = [o for o in OUTPUTS if o in set(outputs)]
+    selected = recording.select(topics)
+    summary = ReplaySummary(topics={t: [output_topic(t, o) for o in outputs] for t in selected})
+    if output is not None:
+        output = Path(output)
+        _refuse_overlap(recording.path, output)
+    total = sum(recording.topics[t][1] for t in selected)
+    if keep_other_topics:
+        total = sum(count for _, count in recording.topics.values())
+    read_topics = None if keep_other_topics else selected
+    start = time.perf_counter()
+    with _maybe_writer(output, storage) as writer, _progress(total, progress, recording.path.name) as bar:
+        for message in recording.messages(read_topics):
+            bar.update(1)
+            if message.topic not in selected:
+                if writer is not None and keep_other_topics:
+                    writer.write(message.topic, message.msgtype, message.timestamp, message.msg)
+                    summary.copied += 1
+                continue
+            result = handler.process(message.msg, outputs)
+            if not result.ok:
+                summary.errors.append(f"{message.topic} @ {message.timestamp}: {result.error}")
+                if len(summary.errors) <= MAX_REPORTED_ERRORS:
+                    log(f"skipped {summary.errors[-1]}")
+                continue
+            summary.frames += 1
+            summary.points += result.num_points
+            summary.latencies_ms.append(result.timings_ms["total"])
+            if writer is not None:
+                for name in outputs:
+                    writer.write(output_topic(message.topic, name), CLOUD_TYPE, message.timestamp, result.outputs[name])
+            if evaluation is not None:
+                evaluation.add_frame(result.timings_ms, result.num_points)
+                truth = ground_truth(message.msg) if ground_truth is not None else None
+                if truth is not None:
+                    evaluation.add_labels(truth, result.class_id)
+    summary.wall_s = time.perf_counter() - start
+    summary.rejected = sum("malformed" in e for e in summary.errors)
+    summary.failed = len(summary.errors) - summary.rejected
+    summary.latency = latency_stats(summary.latencies_ms)
+    summary.output = output
+    return summary
+
+
+def _refuse_overlap(source: Path, output: Path) -> None:
+    src, out = source.resolve(), output.resolve()
+    if out == src or src in out.parents:
+        raise ReplayError(f"output {output} would be written inside the input {source}; choose another path")
+    if output.exists():
+        raise FileExistsError(f"output exists: {output} (elite-ros never overwrites; choose another path)")
+
+
+class _NoWriter:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _maybe_writer(output: Path | None, storage: str) -> Any:
+    return BagWriter(output, storage=storage) if output is not None else _NoWriter()
+
+
+def _progress(total: int, enabled: bool, name: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"segment {name}", unit="msg", disable=not enabled, dynamic_ncols=True)
+
+
+_STEM = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def default_output_path(input_path: str | os.PathLike[str], suffix: str = "segmented") -> Path:
+    """``<input>_<suffix>`` next to the input (a free name: ``_2``, ``_3`` ... when taken)."""
+    path = Path(input_path)
+    stem = _STEM.sub("_", path.name.removesuffix(".bag").removesuffix(".mcap").removesuffix(".db3"))
+    candidate = path.with_name(f"{stem}_{suffix}")
+    number = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{stem}_{suffix}_{number}")
+        number += 1
+    return candidate
