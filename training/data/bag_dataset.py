@@ -3,8 +3,9 @@
 For every cloud on the LiDAR topic, the image whose header stamp is nearest in time is paired with it
 when it is within `tolerance_ns` (default 50 ms, half a 10 Hz LiDAR period); the projection matrix is
 CameraInfo's P times the static transform LiDAR frame -> camera frame from `/tf_static`
-(ROS convention: P projects points given in the camera frame the image is published in; see
-`convert.py` for how KITTI's P2 / Tr are written so that P · T = P2 · Tr exactly).
+(the TF goes to the image's own optical frame, as kitti2bag and camera drivers publish it, so the
+projection is P[:, :3] · T: P's rectified intrinsics; its 4th column, a stereo camera's offset from the
+reference camera, is already inside T. For KITTI this equals P2 · [R0_rect ·] Tr, see `convert.py`).
 
 One pass at construction reads the stamps (index); frames are then read at random by record time
 through the bag's chunk index, so a `DataLoader` with workers can shuffle freely. ROS 1 bags work
@@ -62,6 +63,11 @@ def nearest_within(query: np.ndarray, stamps: np.ndarray, tolerance: int) -> np.
     left = np.maximum(right - 1, 0)
     pick = np.where(np.abs(stamps[left] - query) <= np.abs(stamps[right] - query), left, right)
     return np.where(np.abs(stamps[pick] - query) <= tolerance, pick, -1).astype(np.int64)
+
+
+def projection_from(p: np.ndarray, velo_to_camera: np.ndarray) -> np.ndarray:
+    """CameraInfo P (3, 4) and the LiDAR -> image optical frame transform (4, 4) -> (3, 4) P[:, :3] · T[:3]."""
+    return np.asarray(p, dtype=np.float64).reshape(3, 4)[:, :3] @ np.asarray(velo_to_camera)[:3, :]
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,7 @@ class BagFrames:
             nearest_info = nearest_within(
                 np.array([s.stamp_ns for s in self._images], np.int64), info_stamps[order], np.iinfo(np.int64).max
             )
-            self._projections = [infos[order[i]][1] @ velo_to_camera for i in nearest_info]
+            self._projections = [projection_from(infos[order[i]][1], velo_to_camera) for i in nearest_info]
         keep = pair >= 0 if require_image else np.ones(len(clouds), bool)
         self.cloud_numbers = np.flatnonzero(keep)
         self._pairs = pair[keep]

@@ -10,11 +10,11 @@ Output layout (kitti2bag's topic and frame names):
 | `/kitti/camera_color_left/camera_info` | sensor_msgs/CameraInfo | P = P2, K = P2[:, :3], R = I, D = 0 (rectified image) |
 | `/tf_static` | tf2_msgs/TFMessage | `velo_link` -> `camera_color_left` |
 
-Projection convention: `P · T(velo_link -> camera_color_left)` is the LiDAR -> pixel matrix. For KITTI
-folders T is `Tr` (LiDAR -> rectified reference camera; P2's 4th column carries camera 2's offset from
-it, the ROS stereo convention), so P · T = P2 · Tr. kitti2bag bags publish the TF to each camera's own
-optical frame instead; with `camera_frame="optical"` (default for bags) the written TF is shifted by
--K^-1 P[:, 3], so that P · T equals K · T(velo -> camera) for those bags too.
+Projection convention (as kitti2bag): the TF goes to camera 2's own optical frame, and the LiDAR ->
+pixel matrix is K · T with K = P[:, :3]. KITTI's `Tr` maps to the rectified *reference* camera (cam 0)
+and P2's 4th column holds camera 2's offset from it, so the written TF is `[I | K^-1 P2[:, 3]] · [R0 ·] Tr`
+(`Calibration.velo_to_camera2`) and K · T = P2 · [R0 ·] Tr. The rotation is stored as a unit quaternion
+of the nearest exact rotation (KITTI's matrices are orthonormal to ~1e-7 only).
 
 Stamps: record time = header stamp = `start_time + times.txt` (folder), or the input's header stamps
 (bag). Outputs are never overwritten and appear atomically (`elite_ros.bag.BagWriter`).
@@ -154,7 +154,7 @@ def convert_folder(src: str | Path, out: str | Path, *, topics: Topics = Topics(
 
     with BagWriter(out, storage=storage) as writer:
         if calib0 is not None:  # the LiDAR -> camera relation is written even when images are missing
-            writer.write(topics.tf_static, TF_TYPE, stamp_of(0), tf_static_message(calib0.velo_to_camera, stamp_of(0)))
+            writer.write(topics.tf_static, TF_TYPE, stamp_of(0), tf_static_message(calib0.velo_to_camera2, stamp_of(0)))
         for index in tqdm(range(count), desc=f"convert {folder.root.name}", unit="frame", disable=not progress):
             stamp = stamp_of(index)
             points = read_bin(folder.path("velodyne", index))
@@ -173,50 +173,35 @@ def convert_folder(src: str | Path, out: str | Path, *, topics: Topics = Topics(
 
 
 # ------------------------------------------------------------------------------------------- bag
-def _camera_setup(src: Path, topics: Topics, camera_frame: str) -> tuple[np.ndarray | None, list[str]]:
-    """(LiDAR -> P-reference camera (4, 4) from the bag's static TF, notes)."""
-    notes: list[str] = []
-    tree, info = TransformTree(), None
-    for message in iter_messages(src, topics=[topics.tf_static, topics.camera_info]):
-        if message.topic == topics.tf_static:
-            for transform in message.msg.transforms:
-                tree.add(transform_from_msg(transform))
-        elif info is None:
-            info = message.msg
+def _velo_to_camera(src: Path, topics: Topics) -> np.ndarray:
+    """LiDAR -> image optical frame (4, 4) from the bag's static TF (frames from the first cloud / image)."""
+    tree = TransformTree()
+    for message in iter_messages(src, topics=[topics.tf_static]):
+        for transform in message.msg.transforms:
+            tree.add(transform_from_msg(transform))
     cloud = next(iter(iter_messages(src, topics=[topics.cloud])), None)
-    if cloud is None:
-        raise ValueError(f"{src}: topic {topics.cloud!r} holds no message")
     image = next(iter(iter_messages(src, topics=[topics.image])), None)
-    if info is None or image is None:
-        raise ValueError(f"{src}: no message on {topics.camera_info!r} or {topics.image!r}")
+    if cloud is None or image is None:
+        raise ValueError(f"{src}: no message on {topics.cloud!r} or {topics.image!r}")
     velo_frame, image_frame = cloud.msg.header.frame_id, image.msg.header.frame_id
     try:
-        velo_to_camera = tree.lookup(image_frame, velo_frame)
+        return tree.lookup(image_frame, velo_frame)
     except LookupError as error:
         raise ValueError(f"{src}: {topics.tf_static}: no transform {velo_frame!r} -> {image_frame!r}: {error}") from None
-    if camera_frame == "optical":
-        p = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
-        offset = np.linalg.solve(p[:, :3], p[:, 3])  # camera's offset from P's reference camera, metres
-        velo_to_camera = rigid_matrix(np.eye(3), -offset) @ velo_to_camera
-        if np.abs(offset).max() > 0:
-            notes.append(f"{src}: TF to {image_frame!r} shifted by {(-offset).round(4).tolist()} m into P's reference camera")
-    return velo_to_camera, notes
 
 
-def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), camera_frame: str = "optical",
-                storage: str = "mcap", max_frames: int | None = None, progress: bool = True) -> ConvertReport:
+def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), storage: str = "mcap",
+                max_frames: int | None = None, progress: bool = True) -> ConvertReport:
     """A kitti2bag-style bag (ROS 1 or rosbag2) -> the rosbag2 layout of this module.
 
     Clouds keep x, y, z, the intensity field (`intensity`, `reflectivity` or kitti2bag's `i`) and a
-    `label` field if present; images become rgb8; CameraInfo keeps P; the static TF is reduced to one
-    `velo_link` -> `camera_color_left` transform (see the module docstring for `camera_frame`).
+    `label` field if present; images become rgb8; CameraInfo keeps P; the static TF tree is reduced to
+    one `velo_link` -> `camera_color_left` transform (the chain from the cloud's to the image's frame).
     """
     from tqdm import tqdm
 
     from elite_ros.bag import bag_info
 
-    if camera_frame not in ("optical", "reference"):
-        raise ValueError(f"camera_frame must be 'optical' or 'reference', got {camera_frame!r}")
     src = Path(src)
     available = bag_info(src)
     if topics.cloud not in available:
@@ -226,8 +211,7 @@ def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), 
     with_images = all(t in available for t in camera_topics)
     velo_to_camera = None
     if with_images:
-        velo_to_camera, notes = _camera_setup(src, topics, camera_frame)
-        report.notes.extend(notes)
+        velo_to_camera = _velo_to_camera(src, topics)
     else:
         missing = [t for t in camera_topics if t not in available]
         report.notes.append(f"{src}: no camera topic(s) {missing}: writing points only")
@@ -276,7 +260,6 @@ def convert(src: str | Path, out: str | Path, **options) -> ConvertReport:
     if Path(out).exists():
         raise FileExistsError(f"output exists, refusing to overwrite it: {out}")
     if (src / "velodyne").is_dir():
-        options.pop("camera_frame", None)
         return convert_folder(src, out, **options)
     detect_format(src)
     options.pop("start_time_ns", None)
@@ -302,9 +285,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--camera-info-topic", default=CAMERA_INFO_TOPIC,
                         help=f"CameraInfo topic (default {CAMERA_INFO_TOPIC})")
     parser.add_argument("--tf-topic", default=TF_STATIC_TOPIC, help=f"static TF topic (default {TF_STATIC_TOPIC})")
-    parser.add_argument("--camera-frame", choices=("optical", "reference"), default="optical",
-                        help="bag input: the TF goes to the image's own optical frame (kitti2bag; default) or "
-                             "to the reference camera CameraInfo's P projects from")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -315,8 +295,7 @@ def run(args: argparse.Namespace) -> int:
     topics = Topics(args.cloud_topic, args.image_topic, args.camera_info_topic, args.tf_topic)
     try:
         report = convert(args.src, args.out, topics=topics, storage=args.storage, max_frames=args.max_frames,
-                         progress=not args.quiet, start_time_ns=int(round(args.start_time * 1e9)),
-                         camera_frame=args.camera_frame)
+                         progress=not args.quiet, start_time_ns=int(round(args.start_time * 1e9)))
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         print(f"elite-ros-train convert: error: {error}", file=sys.stderr)
         return 2

@@ -39,10 +39,10 @@ class KittiFormatError(ValueError):
 def read_bin(path: str | Path) -> np.ndarray:
     """A velodyne `.bin` -> (N, 4) float32 x, y, z (metres), intensity."""
     path = Path(path)
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % POINT_DIMS:
-        raise KittiFormatError(f"{path}: {raw.nbytes} bytes is not a multiple of 16 (float32 x, y, z, intensity)")
-    return raw.reshape(-1, POINT_DIMS)
+    size = path.stat().st_size
+    if size % (4 * POINT_DIMS):
+        raise KittiFormatError(f"{path}: {size} bytes is not a multiple of 16 (float32 x, y, z, intensity)")
+    return np.fromfile(path, dtype=np.float32).reshape(-1, POINT_DIMS)
 
 
 def write_bin(path: str | Path, points: np.ndarray) -> None:
@@ -109,6 +109,18 @@ class Calibration:
         """(4, 4) LiDAR -> rectified reference camera frame (R0_rect · Tr); P2 projects from this frame."""
         rect = np.eye(4) if self.r0_rect is None else to_homogeneous(self.r0_rect)
         return rect @ self.tr
+
+    @property
+    def velo_to_camera2(self) -> np.ndarray:
+        """(4, 4) LiDAR -> camera 2's own optical frame (shifted by K2^-1 · P2[:, 3] from the reference).
+
+        K2 · velo_to_camera2[:3] = P2 · velo_to_camera with K2 = P2[:, :3]: the frame a TF to
+        `camera_color_left` describes (as kitti2bag publishes it).
+        """
+        offset = np.linalg.solve(self.p2[:, :3], self.p2[:, 3])
+        shift = np.eye(4)
+        shift[:3, 3] = offset
+        return shift @ self.velo_to_camera
 
     @property
     def projection(self) -> np.ndarray:

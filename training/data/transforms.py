@@ -110,9 +110,10 @@ class TransformTree:
             self.add(transform)
 
     def add(self, transform: FrameTransform) -> None:
-        """Add (or replace) an edge; the inverse direction is stored too."""
-        self._edges.setdefault(transform.parent, {})[transform.child] = transform.matrix
-        self._edges.setdefault(transform.child, {})[transform.parent] = invert_rigid(transform.matrix)
+        """Add (or replace) an edge; the inverse direction is stored too. A leading '/' (tf1) is ignored."""
+        parent, child = transform.parent.lstrip("/"), transform.child.lstrip("/")
+        self._edges.setdefault(parent, {})[child] = transform.matrix
+        self._edges.setdefault(child, {})[parent] = invert_rigid(transform.matrix)
 
     @property
     def frames(self) -> list[str]:
