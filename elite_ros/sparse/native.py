@@ -49,6 +49,25 @@ def _gather_gemm_scatter(features: torch.Tensor, weights: torch.Tensor, kernel_m
     return result
 
 
+def _weight_gradient(features: torch.Tensor, grad_output: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
+    """dL/dW_k = in[i]^T @ grad_out[o] per offset -> (K^3, in, out); scratch buffers reused across offsets."""
+    per_offset = features.new_zeros((kernel_map.volume, features.shape[1], grad_output.shape[1]))
+    torch.mm(features.t(), grad_output, out=per_offset[kernel_map.centre])
+    capacity = _max_pairs(kernel_map)
+    if capacity == 0:
+        return per_offset
+    gathered_in = features.new_empty((capacity, features.shape[1]))
+    gathered_grad = grad_output.new_empty((capacity, grad_output.shape[1]))
+    for k, (source, target) in enumerate(zip(kernel_map.in_index, kernel_map.out_index)):
+        if source is None or source.numel() == 0:
+            continue
+        count = source.numel()
+        torch.index_select(features, 0, source, out=gathered_in[:count])
+        torch.index_select(grad_output, 0, target, out=gathered_grad[:count])
+        torch.mm(gathered_in[:count].t(), gathered_grad[:count], out=per_offset[k])
+    return per_offset
+
+
 class _SubmanifoldConv(torch.autograd.Function):
     """Differentiable submanifold convolution over a precomputed kernel map."""
 
@@ -70,19 +89,17 @@ class _SubmanifoldConv(torch.autograd.Function):
             weights_t = _offset_weights(weight).transpose(1, 2)  # (K^3, out, in)
             grad_features = _gather_gemm_scatter(grad_output, weights_t, kernel_map, transpose=True)
         if ctx.needs_input_grad[1]:
-            per_offset = features.new_zeros((kernel_map.volume, features.shape[1], grad_output.shape[1]))
-            per_offset[kernel_map.centre] = features.t() @ grad_output
-            for k, (source, target) in enumerate(zip(kernel_map.in_index, kernel_map.out_index)):
-                if source is None or source.numel() == 0:
-                    continue
-                per_offset[k] = features.index_select(0, source).t() @ grad_output.index_select(0, target)
-            # (K^3, in, out) -> canonical (out, kz, ky, kx, in)
-            grad_weight = per_offset.permute(2, 0, 1).reshape(ctx.weight_shape)
+            grad_weight = _weight_gradient(features, grad_output, kernel_map).permute(2, 0, 1).reshape(ctx.weight_shape)
         return grad_features, grad_weight, None
 
 
 def submanifold_conv(features: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
     """(M, in) features, canonical (out, K, K, K, in) weight -> (M, out); no bias."""
+    device_type = features.device.type
+    if torch.is_autocast_enabled(device_type):  # run at the autocast dtype, as nn.Linear would
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return _SubmanifoldConv.apply(features.to(dtype).contiguous(), weight.to(dtype), kernel_map)
     if weight.dtype != features.dtype:
         weight = weight.to(features.dtype)
     return _SubmanifoldConv.apply(features.contiguous(), weight, kernel_map)
