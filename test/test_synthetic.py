@@ -1,0 +1,280 @@
+"""The synthetic world: HDL-64E scans, camera images, labels, and the SemanticKITTI folder writer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from elite_ros.labels import CLASS_NAMES, LEARNING_MAP, NUM_CLASSES, split_label, to_training_ids
+from elite_ros_training.cli import main as train_main
+from elite_ros_training.data.projection import project_points, projection_matrix
+from elite_ros_training.synthetic import (
+    IMAGE_HEIGHT,
+    IMAGE_WIDTH,
+    KITTI_P2,
+    KITTI_TR,
+    SyntheticSequence,
+    generate_sequence,
+)
+from elite_ros_training.synthetic import sequence as sequence_module
+from elite_ros_training.synthetic.camera import PinholeCover, camera_rays_lidar_frame
+from elite_ros_training.synthetic.lidar import SphericalCover, beam_elevations, sensor_directions
+from elite_ros_training.synthetic.materials import Material
+from elite_ros_training.synthetic.pose import EgoPose
+from elite_ros_training.synthetic.primitives import PrimitiveBuilder, intersect
+from elite_ros_training.synthetic.raycast import cast
+from elite_ros_training.synthetic.scene import RAW, Scene, SceneConfig, generate_scene
+
+SEED, FRAMES = 7, 40
+THINGS = {"car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist"}
+CLASS_ID = {name: i for i, name in enumerate(CLASS_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def sequence() -> SyntheticSequence:
+    return SyntheticSequence(frames=FRAMES, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def first(sequence):
+    return sequence.frame(0)
+
+
+@pytest.fixture(scope="module")
+def last(sequence):
+    return sequence.frame(FRAMES - 1)
+
+
+def test_scan_looks_like_an_hdl64e_scan(first):
+    scan = first.scan
+    n = scan.xyz.shape[0]
+    assert 100_000 <= n <= 130_000
+    assert scan.xyz.dtype == np.float32 and scan.xyz.shape == (n, 3) and np.isfinite(scan.xyz).all()
+    assert scan.intensity.dtype == np.float32 and scan.intensity.min() >= 0.0 and scan.intensity.max() <= 1.0
+    assert scan.label.dtype == np.uint32 and scan.label.shape == (n,)
+    distance = np.linalg.norm(scan.xyz, axis=1)
+    assert distance.max() < 120.0 and distance.min() > 1.0
+    elevation = np.degrees(np.arcsin(scan.xyz[:, 2] / distance))
+    assert -25.5 < elevation.min() and elevation.max() < 2.5  # 2 cm noise bends angles only a little nearby
+    assert set(np.unique(scan.ring)) <= set(range(64)) and len(np.unique(scan.ring)) >= 60
+    # the ground ring of the lowest beam: 1.73 m / tan(24.9 deg) = 3.7 m
+    lowest = distance[scan.ring == 63]
+    assert 3.5 < np.percentile(lowest, 5) < 4.0
+
+
+def test_every_point_is_labelled_with_classes_and_instances(first):
+    semantic, instance = split_label(first.scan.label)
+    assert set(np.unique(semantic)) <= set(LEARNING_MAP)
+    train = to_training_ids(first.scan.label)
+    assert (train > 0).all()
+    thing = np.isin(train, [CLASS_ID[c] for c in THINGS])
+    assert (instance[thing] > 0).all() and (instance[~thing] == 0).all()
+    for inst in np.unique(instance[thing]):  # one class per instance
+        assert len(np.unique(train[instance == inst])) == 1
+    assert (semantic == RAW["lane-marking"]).any()  # raw 60, learnt as road
+    assert set(to_training_ids(np.array([RAW["lane-marking"]]))) == {CLASS_ID["road"]}
+
+
+def test_a_frame_has_the_street_classes_and_a_short_sequence_has_all_19(first, last):
+    in_first = {CLASS_NAMES[c] for c in np.unique(to_training_ids(first.scan.label))}
+    stuff = set(CLASS_NAMES[1:]) - THINGS
+    assert stuff <= in_first
+    assert {"car", "person", "bicyclist"} <= in_first
+    both = in_first | {CLASS_NAMES[c] for c in np.unique(to_training_ids(last.scan.label))}
+    assert both == set(CLASS_NAMES[1:])
+
+
+def test_intensity_follows_the_material(first):
+    semantic, _ = split_label(first.scan.label)
+    intensity = first.scan.intensity
+    road = intensity[semantic == RAW["road"]].mean()
+    assert intensity[semantic == RAW["lane-marking"]].mean() > road + 0.2
+    assert intensity[semantic == RAW["traffic-sign"]].mean() > 0.6
+    assert intensity.std() > 0.05
+
+
+def test_camera_image_and_class_map(first):
+    cam = first.camera
+    assert cam.image.shape == (IMAGE_HEIGHT, IMAGE_WIDTH, 3) and cam.image.dtype == np.uint8
+    assert cam.class_map.shape == (IMAGE_HEIGHT, IMAGE_WIDTH) and cam.class_map.dtype == np.uint8
+    assert cam.class_map.max() < NUM_CLASSES
+    assert cam.class_map[0, IMAGE_WIDTH // 2] == 0  # sky above the street
+    assert cam.class_map[-1, IMAGE_WIDTH // 2] == CLASS_ID["road"]  # road below the camera
+    assert len(np.unique(cam.class_map)) >= 15
+    thing = np.isin(cam.class_map, [CLASS_ID[c] for c in THINGS])
+    assert (cam.instance_map[thing] > 0).all() and (cam.instance_map[~thing] == 0).all()
+
+
+def test_classes_that_look_alike_to_a_lidar_differ_in_the_image(first):
+    """Road / parking / sidewalk / terrain and vegetation / fence: mean colours clearly apart."""
+    image = first.camera.image.astype(np.float64)
+    means = {}
+    for name in ("road", "parking", "sidewalk", "terrain", "vegetation", "fence", "other-ground"):
+        mask = first.camera.class_map == CLASS_ID[name]
+        assert mask.sum() > 500, name
+        means[name] = image[mask].mean(axis=0)
+    for a, b in [("road", "parking"), ("road", "sidewalk"), ("parking", "sidewalk"), ("sidewalk", "terrain"),
+                 ("road", "terrain"), ("vegetation", "fence"), ("terrain", "other-ground")]:
+        assert np.linalg.norm(means[a] - means[b]) > 15.0, (a, b, means[a], means[b])
+    # textures: paving joints, grass noise, leaves: more than flat colour plus sensor noise
+    for name in ("sidewalk", "terrain", "vegetation", "fence"):
+        assert image[first.camera.class_map == CLASS_ID[name]].std(axis=0).mean() > 8.0, name
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_projected_points_land_on_pixels_of_their_class(which, request):
+    frame = request.getfixturevalue(which)
+    train = to_training_ids(frame.scan.label)
+    projection = project_points(frame.scan.xyz, projection_matrix(KITTI_P2, KITTI_TR), IMAGE_WIDTH, IMAGE_HEIGHT)
+    assert len(projection.index) > 10_000
+    pixel_class = frame.camera.class_map[projection.pixels[:, 0], projection.pixels[:, 1]]
+    assert (pixel_class == train[projection.index]).mean() >= 0.95
+
+
+def test_deterministic_by_seed(sequence, first):
+    again = SyntheticSequence(frames=2, seed=SEED).frame(0)  # a shorter drive of the same world
+    np.testing.assert_array_equal(again.scan.xyz, first.scan.xyz)
+    np.testing.assert_array_equal(again.scan.label, first.scan.label)
+    np.testing.assert_array_equal(again.scan.intensity, first.scan.intensity)
+    np.testing.assert_array_equal(again.camera.image, first.camera.image)
+    other = SyntheticSequence(frames=2, seed=SEED + 1)
+    assert not np.array_equal(other.scene.primitives.center, sequence.scene.primitives.center[: len(other.scene.primitives)])
+
+
+def test_ego_moves_along_the_street(sequence):
+    poses = sequence.camera_poses()
+    np.testing.assert_allclose(poses[0], np.eye(4)[:3], atol=1e-12)
+    forward = poses[-1][2, 3]  # KITTI camera frame: z forward
+    assert 6.0 * 3.9 - 0.5 < forward < 10.0 * 3.9 + 0.5  # 6..10 m/s over 3.9 s
+    # flat road: the only vertical drift comes from the camera's 0.4 deg pitch in Tr
+    assert abs(poses[-1][0, 3]) < 1.5 and abs(poses[-1][1, 3]) < 0.01 * forward
+    lateral = np.array([p.y for p in sequence.poses])
+    assert np.abs(lateral + 1.75).max() <= 0.2 + 1e-9  # weaving inside the ego lane (centre y = -1.75 m)
+
+
+def test_calibration_constants_are_kitti_seq00(data_dir: Path):
+    values = {}
+    for line in (data_dir / "kitti_odometry" / "seq00" / "calib.txt").read_text().splitlines():
+        key, _, numbers = line.partition(":")
+        values[key.strip()] = np.array(numbers.split(), np.float64).reshape(3, 4)
+    np.testing.assert_allclose(KITTI_P2, values["P2"], rtol=1e-9)
+    np.testing.assert_allclose(KITTI_TR, values["Tr"], rtol=1e-9)
+    text = sequence_module.calib_text()
+    for key, matrix in values.items():
+        line = next(row for row in text.splitlines() if row.startswith(key + ":"))
+        np.testing.assert_allclose(np.array(line.split()[1:], float).reshape(3, 4), matrix, rtol=1e-9)
+
+
+def test_camera_rays_reproject_to_their_pixels():
+    centre, dirs = camera_rays_lidar_frame()
+    p = projection_matrix(KITTI_P2, KITTI_TR)
+    rows, cols = np.array([0, 100, 374, 200]), np.array([0, 621, 1241, 1000])
+    points = centre + 17.0 * dirs[rows, cols]
+    uv = (points @ p[:, :3].T + p[:, 3])
+    uv = uv[:, :2] / uv[:, 2:]
+    np.testing.assert_allclose(uv, np.stack([cols + 0.5, rows + 0.5], 1), atol=1e-6)
+
+
+def test_primitive_intersections_are_exact():
+    b = PrimitiveBuilder()
+    b.box((10.0, 0.0, 0.0), (1.0, 2.0, 3.0), 0.0, RAW["building"], 0, Material.FACADE)
+    b.box((10.0, 0.0, 0.0), (1.0, 1.0, 1.0), np.pi / 4, RAW["building"], 0, Material.FACADE)
+    b.cylinder(5.0, 0.0, -1.0, 1.0, 0.5, RAW["pole"], 0, Material.METAL)
+    b.ellipsoid((0.0, 8.0, 0.0), (1.0, 2.0, 1.0), 0.0, RAW["vegetation"], 0, Material.FOLIAGE)
+    prims = b.build()
+    origin = np.zeros(3)
+    x, y, down = np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]), np.array([[0, 0, -1.0]])
+    assert intersect(prims, 0, origin, x)[0] == pytest.approx(9.0)
+    assert intersect(prims, 1, origin, x)[0] == pytest.approx(10.0 - np.sqrt(2.0))
+    assert intersect(prims, 2, origin, x)[0] == pytest.approx(4.5)
+    assert intersect(prims, 3, origin, y)[0] == pytest.approx(6.0)
+    assert np.isinf(intersect(prims, 0, origin, -x)[0])  # behind the ray
+    assert intersect(prims, 2, np.array([5.0, 0.2, 3.0]), down)[0] == pytest.approx(2.0)  # top cap
+
+
+def _small_scene() -> Scene:
+    full = generate_scene(3, SceneConfig(x_min=-30.0, x_max=30.0))
+    p = full.primitives
+    keep = np.flatnonzero(np.linalg.norm(p.center[:, :2] - [0.0, -1.75], axis=1) < 25.0)[::4]
+    b = PrimitiveBuilder()
+    for i in keep:
+        b.add(int(p.kind[i]), p.center[i], p.size[i], p.yaw[i], int(p.raw_label[i]), int(p.instance[i]),
+              int(p.material[i]), p.colour[i])
+    return Scene(b.build(), full.ground, full.x_range)
+
+
+def test_culling_never_loses_a_hit():
+    """Casting with the LiDAR's / camera's cover functions equals casting every ray at every primitive."""
+    scene = _small_scene()
+    everything = lambda lo, hi: (slice(None), slice(None))  # noqa: E731
+    pose = EgoPose(0.0, -1.75, 1.73, 0.3)
+    dirs = sensor_directions()[:, ::3] @ pose.rotation().T
+    cover = SphericalCover(pose, beam_elevations(), sensor_directions().shape[1])
+    culled = cast(scene, pose.position, sensor_directions() @ pose.rotation().T, cover, 120.0)
+    full = cast(scene, pose.position, dirs, everything, 120.0)
+    np.testing.assert_array_equal(culled.primitive[:, ::3], full.primitive)
+
+    centre, cam_dirs = camera_rays_lidar_frame()
+    cam_dirs = cam_dirs[::4, ::4] @ pose.rotation().T
+    origin = pose.rotation() @ centre + pose.position
+    world_to_pixel = projection_matrix(KITTI_P2, KITTI_TR) @ np.linalg.inv(pose.matrix())
+    pin = PinholeCover(world_to_pixel, IMAGE_WIDTH, IMAGE_HEIGHT)
+    all_dirs = camera_rays_lidar_frame()[1] @ pose.rotation().T
+    culled = cast(scene, origin, all_dirs, pin, 300.0)
+    full = cast(scene, origin, cam_dirs, everything, 300.0)
+    np.testing.assert_array_equal(culled.primitive[::4, ::4], full.primitive)
+
+
+def test_cli_writes_a_semantickitti_folder(tmp_path: Path, capsys):
+    out = tmp_path / "seq"
+    assert train_main(["synth", "--frames", "2", "--seed", "1", "--no-progress", str(out)]) == 0
+    assert "wrote 2 frames" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["calib.txt", "image_2", "labels", "poses.txt", "times.txt",
+                                                     "velodyne"]
+    reference = SyntheticSequence(frames=2, seed=1)
+    for i in range(2):
+        points = np.fromfile(out / "velodyne" / f"{i:06d}.bin", np.float32).reshape(-1, 4)
+        labels = np.fromfile(out / "labels" / f"{i:06d}.label", np.uint32)
+        assert 100_000 <= points.shape[0] <= 130_000 and labels.shape == (points.shape[0],)
+        assert ((labels & 0xFFFF) > 0).all()
+        with Image.open(out / "image_2" / f"{i:06d}.png") as image:
+            assert image.size == (IMAGE_WIDTH, IMAGE_HEIGHT) and image.mode == "RGB"
+            pixels = np.asarray(image)
+        if i == 1:  # the files hold exactly the in-memory frame
+            frame = reference.frame(1)
+            np.testing.assert_array_equal(points[:, :3], frame.scan.xyz)
+            np.testing.assert_array_equal(points[:, 3], frame.scan.intensity)
+            np.testing.assert_array_equal(labels, frame.scan.label)
+            np.testing.assert_array_equal(pixels, frame.camera.image)
+    calib = dict(line.split(":", 1) for line in (out / "calib.txt").read_text().splitlines())
+    assert sorted(calib) == ["P0", "P1", "P2", "P3", "Tr"]
+    assert all(len(v.split()) == 12 for v in calib.values())
+    poses = np.loadtxt(out / "poses.txt")
+    assert poses.shape == (2, 12)
+    np.testing.assert_allclose(poses[1], reference.camera_poses()[1].reshape(-1), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(np.loadtxt(out / "times.txt"), [0.0, 0.1])
+    assert [p.name for p in tmp_path.iterdir()] == ["seq"]  # no temporary folder left behind
+
+    with pytest.raises(SystemExit, match="refusing to overwrite"):
+        train_main(["synth", "--frames", "1", "--no-progress", str(out)])
+    np.testing.assert_array_equal(np.fromfile(out / "labels" / "000001.label", np.uint32), labels)
+
+
+def test_writer_accepts_an_empty_folder_and_cleans_up_on_error(tmp_path: Path, monkeypatch):
+    def broken(folder, frame):
+        raise RuntimeError("disk full")
+
+    out = tmp_path / "empty"
+    out.mkdir()
+    monkeypatch.setattr(sequence_module, "write_frame", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_sequence(out, frames=1, seed=0, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"] and not any(out.iterdir())
+    with pytest.raises(ValueError, match="frames"):
+        generate_sequence(tmp_path / "none", frames=0)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(FileExistsError, match="file"):
+        generate_sequence(not_a_folder, frames=1)
