@@ -207,5 +207,9 @@ def test_cli_subcommand(tmp_path):
         parser.parse_args(["plg", "--checkpoint", "sam.pth"])  # needs --sequence or --bag
     root = write_sequence(tmp_path / "00", frames=1)
     args = parser.parse_args(["plg", "--sequence", str(root), "--checkpoint", str(tmp_path / "missing.pth")])
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(SystemExit, match="error: SAM checkpoint not found: .*missing.pth"):
+        args.func(args)
+    (tmp_path / "sam.pth").write_bytes(b"")
+    args = parser.parse_args(["plg", "--sequence", str(tmp_path / "nope"), "--checkpoint", str(tmp_path / "sam.pth")])
+    with pytest.raises(SystemExit, match="nope: no 'velodyne' folder"):
         args.func(args)

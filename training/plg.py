@@ -363,19 +363,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``elite-ros-train plg`` with parsed arguments."""
+    """Run ``elite-ros-train plg`` with parsed arguments; bad input exits with one line naming it."""
+    from elite_ros_training.data.semantickitti import KittiFormatError
+
+    try:
+        return _run(args)
+    except (FileNotFoundError, KittiFormatError, ValueError) as error:
+        raise SystemExit(f"elite-ros-train plg: error: {error}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from elite_ros_training.data.semantickitti import SequenceFolder, pseudo_label_path
 
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"SAM checkpoint not found: {args.checkpoint}")
     config = PlgConfig(points_per_batch=args.points_per_batch, stability_score_thresh=args.stability_score_thresh,
                        box_nms_thresh=args.box_nms_thresh)
     jobs = []
     if args.sequence:
         if args.output_dir is not None:
-            raise SystemExit("--output-dir applies to --bag; sequence maps go to <sequence>/image_2_labels")
+            raise ValueError("--output-dir applies to --bag; sequence maps go to <sequence>/image_2_labels")
         for root in args.sequence:
             folder = SequenceFolder(root, load_pseudo_labels=False)
             if not folder.has_labels or not folder.has_images:
-                raise SystemExit(f"{root}: SAM-PLG needs labels/ and image_2/ for every scan")
+                raise ValueError(f"{root}: SAM-PLG needs labels/ and image_2/ for every scan")
             jobs.append((folder, lambda frame_id, root=root: pseudo_label_path(root, frame_id)))
     else:
         from elite_ros_training.data.bag_dataset import BagFrames
