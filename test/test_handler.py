@@ -1,0 +1,173 @@
+"""SegmentationHandler on the real Luminar clouds (padded layout) and on edge cases."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elite_ros.bag import TYPESTORE, iter_messages
+from elite_ros.cloud import decode, make_cloud, read_points
+from elite_ros.handler import OUTPUTS, SegmentationHandler
+from elite_ros.labels import CLASS_NAMES, packed_rgb, to_raw_ids
+from elite_ros.params import ParameterError, SegmentParams
+from elite_ros.voxel import in_range_mask
+
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    """A tiny untrained student (8 channels): the real Segmenter code path at a fraction of the cost."""
+    import torch
+
+    from elite_ros.checkpoint import make_metadata, save_checkpoint
+    from elite_ros.segmenter import Segmenter
+    from elite_ros.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8))
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model,
+                           make_metadata(model, trained=False))
+    return Segmenter.from_checkpoint(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def luminar(luminar_bags):
+    return [m.msg for m in iter_messages(luminar_bags["ros1"], msgtypes=[CLOUD_TYPE])]
+
+
+def header_of(stamp_sec: int = 7, frame: str = "lidar"):
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    return Header(stamp=Time(sec=stamp_sec, nanosec=5), frame_id=frame)
+
+
+def test_every_luminar_cloud(segmenter, luminar):
+    handler = SegmentationHandler(segmenter, SegmentParams())
+    assert len(luminar) == 5
+    for msg in luminar:
+        assert msg.point_step == 32  # 4 B padding after z, 2 B at the end
+        result = handler.process(msg)
+        assert result.ok, result.error
+        n = msg.width * msg.height
+        seg, vis, filt = (result.outputs[k] for k in OUTPUTS)
+        for out in (seg, vis, filt):
+            assert out.header is msg.header or out.header == msg.header
+        # segmentation: every input field unchanged + class_id + probability per point
+        names_in = [f.name for f in msg.fields]
+        seg_names = [f.name for f in seg.fields]
+        assert seg_names[: len(names_in)] == names_in
+        assert sorted(seg_names[len(names_in):]) == ["class_id", "probability"]
+        points_in, points_out = read_points(msg), read_points(seg)
+        assert points_out.shape == (n,)
+        for name in names_in:
+            np.testing.assert_array_equal(points_out[name], points_in[name], err_msg=name)
+        class_id, probability = points_out["class_id"], points_out["probability"]
+        np.testing.assert_array_equal(class_id, result.class_id)
+        assert class_id.max() < 20 and ((probability >= 0) & (probability <= 1)).all()
+        # ranges up to 253 m: points outside the checkpoint's grid are unlabelled, the others predicted
+        xyz = np.stack([points_in[a] for a in "xyz"], axis=1)
+        inside = in_range_mask(xyz, segmenter.voxel_config)
+        assert inside.sum() > 10_000 and (~inside).sum() > 10_000
+        assert (class_id[~inside] == 0).all() and (probability[~inside] == 0).all()
+        assert (probability[inside] > 0).all()
+        # visualization: x, y, z, rgb from the palette, finite points only (all are finite here)
+        assert [f.name for f in vis.fields] == ["x", "y", "z", "rgb"]
+        vis_points = read_points(vis)
+        assert vis_points.shape == (n,)
+        np.testing.assert_array_equal(vis_points["x"], points_in["x"])
+        np.testing.assert_array_equal(vis_points["rgb"].view(np.uint32), packed_rgb(class_id))
+        # filtered: the input layout minus the ground classes
+        keep = ~np.isin(class_id, SegmentParams().filtered_class_ids)
+        assert filt.point_step == msg.point_step and [f.name for f in filt.fields] == names_in
+        np.testing.assert_array_equal(read_points(filt), points_in[keep])
+        assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
+        assert all(v >= 0 for v in result.timings_ms.values())
+    assert handler.counters.processed == 5 and handler.counters.points == sum(m.width for m in luminar)
+
+
+def test_filtered_removes_the_configured_classes(segmenter, luminar):
+    first = SegmentationHandler(segmenter).process(luminar[0], ["segmentation"])
+    common = int(np.bincount(first.class_id[first.class_id > 0]).argmax())
+    handler = SegmentationHandler(segmenter, SegmentParams(filtered_classes=(CLASS_NAMES[common], "unlabeled")))
+    result = handler.process(luminar[0], ["filtered"])
+    assert list(result.outputs) == ["filtered"]
+    removed = np.isin(result.class_id, [0, common])
+    assert removed.sum() > 0 and result.outputs["filtered"].width == int((~removed).sum())
+
+
+def test_label_format_and_probability_switch(segmenter, luminar):
+    params = SegmentParams(label_format="label", publish_probability=False)
+    result = SegmentationHandler(segmenter, params).process(luminar[1], ["segmentation"])
+    seg = result.outputs["segmentation"]
+    field = {f.name: f for f in seg.fields}["label"]
+    assert field.datatype == 6 and "probability" not in {f.name for f in seg.fields}  # UINT32
+    np.testing.assert_array_equal(read_points(seg)["label"], to_raw_ids(result.class_id))
+
+
+def test_range_limits(segmenter, luminar):
+    result = SegmentationHandler(segmenter, SegmentParams(min_range=10.0, max_range=30.0)).process(luminar[2], [])
+    points = read_points(luminar[2])
+    distance = np.linalg.norm(np.stack([points[a] for a in "xyz"], axis=1), axis=1)
+    outside = (distance < 10.0) | (distance > 30.0)
+    assert outside.any() and (~outside).any()
+    assert (result.class_id[outside] == 0).all() and (result.probability[outside] == 0).all()
+    predicted = ~outside & in_range_mask(np.stack([points[a] for a in "xyz"], axis=1), segmenter.voxel_config)
+    assert predicted.sum() > 1000 and (result.probability[predicted] > 0).all()
+
+
+def test_intensity_normalisation():
+    xyz = np.array([[5.0, 0.0, 0.0], [6.0, 1.0, 0.0]], np.float32)
+    cloud = make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                        "intensity": np.array([255, 51], np.uint8)}, header_of())
+    handler = SegmentationHandler(segmenter=None)
+    np.testing.assert_allclose(handler.prepare(cloud).intensity, [1.0, 0.2])  # uint8 -> / 255
+    handler = SegmentationHandler(None, SegmentParams(intensity_max=100.0))
+    np.testing.assert_allclose(handler.prepare(cloud).intensity, [2.55, 0.51])
+    assert SegmentationHandler(None, SegmentParams(intensity_field="none")).prepare(cloud).intensity is None
+    float_cloud = make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                              "reflectivity": np.array([0.5, 0.25], np.float32)}, header_of())
+    np.testing.assert_allclose(SegmentationHandler(None).prepare(float_cloud).intensity, [0.5, 0.25])
+
+
+def test_malformed_empty_and_nan_clouds(segmenter, luminar):
+    handler = SegmentationHandler(segmenter)
+    truncated = dataclasses.replace(luminar[0], data=luminar[0].data[:1000])
+    result = handler.process(truncated)
+    assert not result.ok and "malformed" in result.error and result.outputs == {}
+    no_z = make_cloud({"x": np.zeros(3, np.float32), "y": np.zeros(3, np.float32)}, header_of())
+    assert "'z'" in handler.process(no_z).error
+    assert handler.counters.rejected == 2 and handler.last_error
+    empty = make_cloud({"x": np.zeros(0, np.float32), "y": np.zeros(0, np.float32), "z": np.zeros(0, np.float32)},
+                       header_of(3))
+    result = handler.process(empty)
+    assert result.ok and all(out.width == 0 for out in result.outputs.values())
+    nan = np.full(10, np.nan, np.float32)
+    result = handler.process(make_cloud({"x": nan, "y": nan, "z": nan}, header_of(4)))
+    assert result.ok and (result.class_id == 0).all() and result.outputs["segmentation"].width == 10
+    assert result.outputs["visualization"].width == 0
+    assert handler.counters.processed == 2
+    with pytest.raises(ValueError, match="unknown outputs"):
+        handler.process(empty, ["segmentation", "everything"])
+
+
+def test_from_params_names_the_bad_parameter(tmp_path: Path):
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="'device'"):
+            SegmentationHandler.from_params(SegmentParams(device="cuda:0"))
+        with pytest.raises(ParameterError, match="'precision'"):
+            SegmentationHandler.from_params(SegmentParams(device="cpu", precision="fp16"))
+    with pytest.raises(ParameterError, match="'checkpoint'"):
+        SegmentationHandler.from_params(SegmentParams(checkpoint=str(tmp_path / "missing.safetensors")))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ParameterError, match="'checkpoint'"):
+        SegmentationHandler.from_params(SegmentParams(checkpoint=str(bad), device="cpu"))
+
+
+def test_decode_keeps_all_points_of_luminar(luminar):
+    assert len(decode(luminar[0])) == luminar[0].width  # is_dense: every point finite
