@@ -1,6 +1,7 @@
 """elite_ros.sparse: every backend's submanifold conv equals a dense conv3d at the active sites."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,10 @@ def test_native_gradients_equal_dense_conv3d(kernel_size, bias):
 
 
 def test_native_gradcheck_small():
-    coords = random_grid(3, batch=1, shape=(3, 3, 4), density=0.6)
-    grid = SparseGrid(coords, (3, 3, 4), 1)
-    features = torch.randn(len(coords), 2, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 3, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    coords = random_grid(3, batch=1, shape=(3, 3, 3), density=0.5)
+    grid = SparseGrid(coords, (3, 3, 3), 1)
+    features = torch.randn(len(coords), 1, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 3, 3, 3, 1, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda f, w: grid.backend.conv(f, w, grid, 3), (features, weight))
 
 
@@ -125,9 +126,9 @@ def test_backends_agree_on_real_scan(real_scan):
     # The native map on the real scan against an independent per-offset search with torch.isin.
     keys = coords.long() @ torch.tensor([0, shape[1] * shape[2], shape[2], 1])
     kernel_map = build_kernel_map(coords, shape, 3)
-    for k, (dz, dy, dx) in enumerate(kernel_offsets(3)):
-        if k == 13:
-            continue
+    offsets = kernel_offsets(3)
+    for k in (4, 10, 12, 14, 16, 22, 0, 26, 5):  # the six faces, two corners, one edge
+        dz, dy, dx = offsets[k]
         query = (coords.long() + torch.tensor([0, dz, dy, dx])) @ torch.tensor([0, shape[1] * shape[2], shape[2], 1])
         inside = ((coords[:, 1] + dz).clamp(0, shape[0] - 1) == coords[:, 1] + dz) & \
                  ((coords[:, 2] + dy).clamp(0, shape[1] - 1) == coords[:, 2] + dy) & \
@@ -271,3 +272,91 @@ def test_cuda_forward_and_training(backend, dtype):
         dense_reference(ref_inputs, coords, shape, batch, ref_weight, None).square().sum().backward()
         torch.testing.assert_close(inputs.grad.double(), ref_inputs.grad, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(conv.weight.grad.double(), ref_weight.grad, rtol=1e-3, atol=1e-3)
+
+
+class _FakeTorchsparse:
+    """A stand-in for the torchsparse 2.1 API surface our adapter touches, NOT torchsparse itself.
+
+    torchsparse cannot be installed here, so this checks only the adapter's own logic: coordinate
+    layout [batch, a1, a2, a3], kernel-map caching through ``_caches.kmaps``, and calibration of an
+    offset order that differs from ours (slot j = (i3 * K + i2) * K + i1, displacement i - K//2 on
+    axes a1, a2, a3, as torchsparse's get_kernel_offsets for odd kernels). Computed by brute force.
+    """
+
+    def __init__(self):
+        import types
+
+        self.kmap_builds = 0
+        fake = self
+
+        class Caches:
+            def __init__(self):
+                self.kmaps = {}
+
+        class SparseTensor:
+            def __init__(self, feats, coords, stride=1, spatial_range=None):
+                self.feats, self.coords, self.stride, self.spatial_range = feats, coords, stride, spatial_range
+                self._caches = Caches()
+
+        def conv3d(input, weight, kernel_size, bias=None, stride=1, padding=0, dilation=1, config=None,
+                   transposed=False, generative=False, training=False):
+            assert stride == 1 and padding == kernel_size // 2 and bias is None
+            kmap = input._caches.kmaps.get((1, kernel_size))
+            if kmap is None:
+                fake.kmap_builds += 1
+                rows = {tuple(c): i for i, c in enumerate(input.coords.tolist())}
+                r = kernel_size // 2
+                kmap = []
+                for i3 in range(kernel_size):
+                    for i2 in range(kernel_size):
+                        for i1 in range(kernel_size):
+                            pairs = [(rows[(b, a1 + i1 - r, a2 + i2 - r, a3 + i3 - r)], o)
+                                     for (b, a1, a2, a3), o in rows.items()
+                                     if (b, a1 + i1 - r, a2 + i2 - r, a3 + i3 - r) in rows]
+                            kmap.append(torch.tensor(pairs, dtype=torch.long).reshape(-1, 2))
+                input._caches.kmaps[(1, kernel_size)] = kmap
+            out = input.feats.new_zeros((input.feats.shape[0], weight.shape[-1]))
+            for slot, pairs in enumerate(kmap):
+                if len(pairs):
+                    out.index_add_(0, pairs[:, 1], input.feats[pairs[:, 0]] @ weight[slot])
+            result = SparseTensor(out, input.coords, spatial_range=input.spatial_range)
+            result._caches = input._caches
+            return result
+
+        self.module = types.ModuleType("torchsparse")
+        self.module.__version__ = "2.1.0"
+        self.module.SparseTensor = SparseTensor
+        self.module.nn = types.ModuleType("torchsparse.nn")
+        self.module.nn.functional = types.ModuleType("torchsparse.nn.functional")
+        self.module.nn.functional.conv3d = conv3d
+
+
+@pytest.mark.skipif("torchsparse" in AVAILABLE, reason="the real torchsparse is tested by the backend tests")
+def test_torchsparse_adapter_logic_against_a_stand_in(monkeypatch):
+    from elite_ros.sparse import torchsparse_backend as adapter
+
+    fake = _FakeTorchsparse()
+    monkeypatch.setitem(sys.modules, "torchsparse", fake.module)
+    monkeypatch.setitem(sys.modules, "torchsparse.nn", fake.module.nn)
+    monkeypatch.setitem(sys.modules, "torchsparse.nn.functional", fake.module.nn.functional)
+    for cached in (adapter._batch_last, adapter._conv3d_keywords, adapter.offset_permutation):
+        cached.cache_clear()
+    try:
+        shape, batch = (4, 5, 6), 2
+        coords = random_grid(11, batch, shape)
+        grid = SparseGrid(coords, shape, batch, backend="native")
+        grid.backend, grid.backend_name = adapter.TorchsparseBackend(), "torchsparse"
+        permutation = adapter.offset_permutation(3, "cpu")
+        assert permutation.tolist() != list(range(27))  # the stand-in's order really differs from ours
+        features = torch.randn(len(coords), 3, dtype=torch.float64)
+        for kernel_size in (3, 3, 5):
+            conv = SubMConv3d(3, 4, kernel_size).double()
+            with torch.no_grad():
+                out = conv(features, grid)
+            expected = dense_reference(features, coords, shape, batch, conv.weight.detach(), None)
+            torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+        assert grid.kernel_map_builds == 2
+        assert fake.kmap_builds - 2 == 2  # two probe grids for calibration, then one map per kernel size
+    finally:
+        for cached in (adapter._batch_last, adapter._conv3d_keywords, adapter.offset_permutation):
+            cached.cache_clear()
