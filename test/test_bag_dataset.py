@@ -182,3 +182,10 @@ def test_reads_a_kitti2bag_ros1_bag_directly(tmp_path: Path, data_dir: Path) -> 
     np.testing.assert_allclose(frame.projection, calib.projection, rtol=1e-5, atol=1e-4)
     sample = PointImageDataset(frames, train=True)[0]
     assert sample.image.shape == (3, 320, 1024) and len(sample.pixels) > 10_000
+
+
+def test_pseudo_labels_beside_the_bag_are_found(tmp_path: Path, data_dir: Path) -> None:
+    convert(data_dir / "kitti_object" / "training", tmp_path / "obj", progress=False)
+    assert BagFrames(tmp_path / "obj")[0].pseudo_labels is None
+    save_pseudo_labels(tmp_path / "obj.image_2_labels" / "000000.npz", np.full((2, 370, 1224), 5, np.uint16))
+    assert (BagFrames(tmp_path / "obj")[0].pseudo_labels == 5).all()

@@ -14,6 +14,7 @@ from typing import Sequence
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros_training.synthetic.cli",  # synth
     "elite_ros_training.plg",  # plg
+    "elite_ros_training.data.convert",  # convert
 )
 
 

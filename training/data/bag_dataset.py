@@ -30,6 +30,7 @@ CAMERA_INFO_TOPIC = "/kitti/camera_color_left/camera_info"
 TF_STATIC_TOPIC = "/tf_static"
 SYNC_TOLERANCE_NS = 50_000_000  # 50 ms: pair an image with a cloud only if this close in time
 LABEL_FIELD = "label"  # UINT32 raw SemanticKITTI value per point (PCL PointXYZL convention)
+PSEUDO_LABEL_SUFFIX = ".image_2_labels"  # SAM-PLG maps of a bag: <bag>.image_2_labels/<frame id>.npz (plg.py)
 
 _CHANNELS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
              "mono8": (1, (0, 0, 0)), "8UC3": (3, (0, 1, 2)), "8UC1": (1, (0, 0, 0))}
@@ -85,7 +86,8 @@ class BagFrames:
         cloud_topic, image_topic, camera_info_topic, tf_topic: topic names (kitti2bag's by default).
         tolerance_ns: largest |cloud stamp - image stamp| for a pair (default 50 ms).
         require_image: drop clouds without an image within the tolerance (else they come without one).
-        pseudo_label_dir: folder of SAM-PLG maps `<frame_id>.npz` (frame id = cloud number, 6 digits).
+        pseudo_label_dir: folder of SAM-PLG maps `<frame_id>.npz` (frame id = cloud number, 6 digits);
+            default: `<bag>.image_2_labels` beside the bag when it exists (where `elite-ros-train plg` writes).
     """
 
     def __init__(
@@ -102,6 +104,9 @@ class BagFrames:
     ) -> None:
         self.path = Path(path)
         self.cloud_topic, self.image_topic = cloud_topic, image_topic
+        if pseudo_label_dir is None:
+            beside = self.path.with_name(self.path.name + PSEUDO_LABEL_SUFFIX)
+            pseudo_label_dir = beside if beside.is_dir() else None
         self.pseudo_label_dir = None if pseudo_label_dir is None else Path(pseudo_label_dir)
         from elite_ros.bag import bag_info
 

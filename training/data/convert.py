@@ -271,7 +271,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register `convert` on an `elite-ros-train` sub-command parser."""
     parser = subparsers.add_parser(
         "convert", help="KITTI / SemanticKITTI folder or kitti2bag bag -> rosbag2 (mcap) for training",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert a KITTI odometry / SemanticKITTI sequence folder (or KITTI object folder), or a bag "
+                    "recorded by kitti2bag (ROS 1 or rosbag2), into a rosbag2 for training. Refuses an existing OUT; "
+                    "writes atomically.",
+        epilog=__doc__[__doc__.index("Output layout"):], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("src", type=Path, help="sequence folder (velodyne/, labels/, image_2/, calib.txt, "
                         "times.txt) or a ROS 1 / rosbag2 bag made by kitti2bag")
