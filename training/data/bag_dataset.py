@@ -8,17 +8,21 @@ projection is P[:, :3] · T: P's rectified intrinsics; its 4th column, a stereo 
 reference camera, is already inside T. For KITTI this equals P2 · [R0_rect ·] Tr, see `convert.py`).
 
 One pass at construction reads the stamps (index); frames are then read at random by record time
-through the bag's chunk index, so a `DataLoader` with workers can shuffle freely. ROS 1 bags work
-too (through `elite_ros.bag`), but a rosbag2 mcap (`elite-ros-train convert`) is faster to seek.
+through the bag's chunk index, with one open reader per process, so a `DataLoader` with workers can
+shuffle freely (rosbag2 messages are decoded with the Kilted typestore: PointCloud2, Image and
+CameraInfo are the same in every ROS 2 distro). ROS 1 bags work too (through `elite_ros.bag`, which
+reopens the bag per read), but a rosbag2 mcap (`elite-ros-train convert`) is faster to seek.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rosbags.rosbag2 import Reader as Rosbag2Reader
 
-from elite_ros.bag import iter_messages
+from elite_ros.bag import TYPESTORE, detect_format, iter_messages
 from elite_ros.cloud import decode, read_points
 from elite_ros_training.data.frame import Frame
 from elite_ros_training.data.semantickitti import load_pseudo_labels
@@ -103,6 +107,7 @@ class BagFrames:
         pseudo_label_dir: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
+        self._reader = None
         self.cloud_topic, self.image_topic = cloud_topic, image_topic
         if pseudo_label_dir is None:
             beside = self.path.with_name(self.path.name + PSEUDO_LABEL_SUFFIX)
@@ -174,11 +179,42 @@ class BagFrames:
     def __len__(self) -> int:
         return len(self.cloud_numbers)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_reader"] = None  # an open file handle does not cross processes; each worker opens its own
+        return state
+
+    def _rosbag2_reader(self):
+        """This process's open rosbag2 reader (opening one costs two YAML parses: keep it), or None."""
+        reader = self.__dict__.get("_reader")
+        if reader is not None and reader[0] == os.getpid():
+            return reader[1]
+        if detect_format(self.path) == "ros1":
+            return None
+        opened = Rosbag2Reader(self.path)
+        opened.open()
+        self._reader = (os.getpid(), opened)
+        return opened
+
+    def close(self) -> None:
+        """Close this process's open reader (reopened on the next read)."""
+        reader, self._reader = self.__dict__.get("_reader"), None
+        if reader is not None and reader[0] == os.getpid():
+            reader[1].close()
+
     def _read(self, topic: str, stamped: _Stamped):
-        messages = iter_messages(self.path, topics=[topic], start=stamped.record_ns, stop=stamped.record_ns + 1)
-        for rank, message in enumerate(messages):
-            if rank == stamped.rank:
-                return message.msg
+        reader = self._rosbag2_reader()
+        if reader is not None:  # fast path: seek through the chunk index of the open bag
+            connections = [c for c in reader.connections if c.topic == topic]
+            raws = reader.messages(connections, start=stamped.record_ns, stop=stamped.record_ns + 1)
+            for rank, (connection, _, raw) in enumerate(raws):
+                if rank == stamped.rank:
+                    return TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+        else:  # ROS 1: through elite_ros.bag, which converts the messages to ROS 2 classes
+            messages = iter_messages(self.path, topics=[topic], start=stamped.record_ns, stop=stamped.record_ns + 1)
+            for rank, message in enumerate(messages):
+                if rank == stamped.rank:
+                    return message.msg
         raise ValueError(f"{self.path}: topic {topic!r}: message at {stamped.record_ns} ns vanished")
 
     def read_cloud(self, index: int):
