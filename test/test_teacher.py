@@ -15,6 +15,7 @@ from elite_ros_training.teacher import (
     SamTeacherEncoder,
     SplitQKVAttention,
     TeacherConfig,
+    build_teacher,
     centre_slice_rel_pos,
     load_sam_encoder_weights,
     normalize_image,
@@ -252,3 +253,43 @@ def test_renamed_missing_or_reshaped_keys_fail_loudly(vit_b):
         load_sam_encoder_weights(encoder, {"model.weight": torch.zeros(1)})
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_sam_encoder_weights(encoder, "nope.pth")
+
+
+# ---------------------------------------------------------------------------------- the whole teacher
+def test_build_teacher_vit_b_trainable_parameters():
+    from elite_ros_training.peft_modes import trainable_parameter_count
+
+    with torch.device("meta"):
+        teacher = build_teacher(total_step=306_112)
+    # ref §5: AdaLoRA 1,991,520 + four upscaling decoders 2,656,896
+    assert trainable_parameter_count(teacher) == 1_991_520 + 2_656_896
+    assert teacher.out_channels == 96
+
+
+def test_teacher_dense_maps_and_point_features(runs):
+    state = {f"image_encoder.{k}": v for k, v in runs["sam"].state_dict().items()}
+    teacher = build_teacher(TeacherConfig(**TINY), mode="fixed", decoder="maxpool_repeat", checkpoint=state,
+                            pooled_channels=8)
+    assert all(not p.requires_grad for p in teacher.encoder.parameters())
+    with torch.no_grad():
+        dense = teacher(runs["image"])
+        pixels = [torch.tensor([[0, 0], [319, 1023], [100, 17]])]
+        points = teacher(runs["image"], pixels)
+    assert [tuple(m.shape) for m in dense] == [(1, 8, 320, 1024)] * 2
+    assert [tuple(p.shape) for p in points] == [(3, 8)] * 2
+    torch.testing.assert_close(points[1][1], dense[1][0, :, 319, 1023])
+    # the loaded SAM weights drive it: the max-pooled tap equals pooling SAM's own block output
+    expected = runs[True]["taps"][0].detach().view(1, 8, 4, 20, 64).amax(2)
+    torch.testing.assert_close(dense[0][0, :, 100, 17], expected[0, :, 100 // 16, 17 // 16])
+    assert teacher.regularization_loss().item() == 0.0
+
+
+def test_teacher_adalora_step_hooks():
+    config = TeacherConfig(img_size=64, embed_dim=32, depth=2, num_heads=2, window_size=2, global_attn_indexes=(1,))
+    teacher = build_teacher(config, total_step=30)
+    images = torch.randn(1, 3, 32, 64)
+    loss = teacher(images)[0].square().mean() + teacher.regularization_loss()
+    assert teacher.regularization_loss().item() > 0
+    loss.backward()
+    teacher.update_and_allocate(0)
+    assert any(p.grad is not None for p in teacher.decoders.parameters())

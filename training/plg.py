@@ -28,7 +28,7 @@ replaced by an explicit mask, so an instance id of 65535 is not lost either.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,7 +217,20 @@ def majority(values: np.ndarray) -> int:
     return int(unique[best[np.argmin(first[best])]])
 
 
-def paint_labels(masks_best_first: Iterable[np.ndarray], labels: SparseLabels, image_hw: tuple[int, int]
+class _DecodedMasks(Sequence):
+    """SAM RLEs seen as a sequence of (H, W) bool masks, decoded one at a time (memory stays flat)."""
+
+    def __init__(self, rles: list[dict]) -> None:
+        self.rles = rles
+
+    def __len__(self) -> int:
+        return len(self.rles)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return rle_to_mask(self.rles[index])
+
+
+def paint_labels(masks_best_first: Sequence[np.ndarray], labels: SparseLabels, image_hw: tuple[int, int]
                  ) -> np.ndarray:
     """Majority-label painting (ref §9 step 8) -> (2, H, W) uint16 (semantic, instance), unknown = 0.
 
@@ -230,7 +243,7 @@ def paint_labels(masks_best_first: Iterable[np.ndarray], labels: SparseLabels, i
     out[0, rows, cols] = labels.semantic
     out[1, rows, cols] = labels.instance
     flat = rows * width + cols  # sorted row-major: first occurrence = Counter's insertion order
-    for mask in reversed(list(masks_best_first)):
+    for mask in reversed(masks_best_first):
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (height, width):
             raise ValueError(f"mask of shape {mask.shape} for a {height}x{width} image")
@@ -262,7 +275,7 @@ def generate_pseudo_labels(predictor: SamPredictor, image: np.ndarray, pixels: n
         data = predict_masks(predictor, labels, image_hw, config)
     finally:
         predictor.reset_image()
-    return paint_labels((rle_to_mask(rle) for rle in data["rles"]), labels, image_hw)
+    return paint_labels(_DecodedMasks(data["rles"]), labels, image_hw)
 
 
 # ------------------------------------------------------------------------------------ frames / CLI
