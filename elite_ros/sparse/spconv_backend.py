@@ -1,16 +1,18 @@
 """spconv 2.x backend: spconv's own indice-pair generation and convolution kernels, our weights.
 
-Each grid holds one ``spconv.pytorch.SparseConvTensor`` and its ``indice_dict``; a convolution of kernel
-size K runs spconv's ``SparseConvolutionBase._conv_forward`` (the code behind ``spconv.pytorch.SubMConv3d``)
-with the indice key ``subm{K}``, so the first conv of that size builds the pairs and the rest reuse them.
+Each grid holds one ``indice_dict``: the first conv of kernel size K on a grid generates spconv's indice
+pairs (``ops.get_indice_pairs`` on the CPU, ``ops.get_indice_pairs_implicit_gemm`` on CUDA) under the key
+``subm{K}``; every conv then runs spconv's ``SparseConvolutionBase._conv_forward`` (the code behind
+``spconv.pytorch.SubMConv3d``) with that key, so it reuses the pairs.
 spconv 2.x keeps weights as (out, kz, ky, kx, in) ("KRSC"), the canonical layout: passed through unchanged.
 
 Two limits of spconv 2.3.8 on the CPU, both measured here:
 - no backward pass (its backward calls ``torch.cuda``): the output carries a backward that raises a
   clear error instead, and :func:`resolve_backend` never picks spconv for CPU training;
-- its CPU convolution gives wrong sums when torch runs more than one thread (a race in its
-  gather/scatter; errors of tens on unit-variance data, different on every call), so CPU calls run
-  with ``torch.set_num_threads(1)`` and restore the previous count afterwards.
+- its CPU convolution (``functional.indice_subm_conv``; the pair generation is fine) gives wrong sums
+  when torch runs more than one thread: on a real 60 k-voxel scan, 64 -> 64 channels, errors of 30-45
+  on outputs of unit-variance data, different on every call, exact with one thread. CPU calls therefore
+  run under ``torch.set_num_threads(1)`` (process-wide, under a lock) and restore the count afterwards.
 """
 from __future__ import annotations
 
@@ -49,12 +51,18 @@ def _single_thread() -> Iterator[None]:
 
 
 @functools.cache
-def _operator(in_channels: int, out_channels: int, kernel_size: int):
-    """spconv's convolution logic for one shape, without a weight of its own (weights are passed in)."""
+def _operator(in_channels: int, out_channels: int, kernel_size: int, cuda: bool):
+    """spconv's convolution logic for one shape, without a weight of its own (weights are passed in).
+
+    CUDA: spconv's default algorithm (implicit GEMM); CPU: its native gather-GEMM-scatter, the only
+    one it runs on the CPU (a CUDA build would otherwise pick implicit GEMM for CPU tensors too).
+    """
+    from spconv.core import ConvAlgo
     from spconv.pytorch.conv import SparseConvolutionBase
 
     return SparseConvolutionBase(3, in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2,
-                                 bias=False, subm=True, indice_key=indice_key(kernel_size))
+                                 bias=False, subm=True, indice_key=indice_key(kernel_size),
+                                 algo=None if cuda else ConvAlgo.Native)
 
 
 class _RaiseOnBackward(torch.autograd.Function):
@@ -85,26 +93,44 @@ class SpconvBackend:
         return tensor
 
     def build_map(self, grid, kernel_size: int):
-        """Generate spconv's indice pairs for ``kernel_size`` by running one conv on zero features."""
-        key = indice_key(kernel_size)
-        dict_ = grid.backend_state.setdefault("indice_dict", {})
-        if key not in dict_:
-            zeros = torch.zeros((grid.num_sites, 1), device=grid.device)
-            weight = torch.zeros((1, kernel_size, kernel_size, kernel_size, 1), device=grid.device)
-            self._run(zeros, weight, grid, kernel_size, training=torch.is_grad_enabled())
-        return dict_[key]
+        """spconv's indice pairs for ``kernel_size`` (its own generators), stored under ``subm{K}``."""
+        from spconv.core import ConvAlgo
+        from spconv.pytorch import ops
+        from spconv.pytorch.core import ImplicitGemmIndiceData, IndiceData
+
+        cuda = grid.device.type == "cuda"
+        op = _operator(1, 1, kernel_size, cuda)
+        tensor = self._tensor(grid, torch.empty((grid.num_sites, 1), device=grid.device))
+        shape = list(grid.spatial_shape)
+        geometry = dict(ksize=op.kernel_size, stride=op.stride, dilation=op.dilation, padding=op.padding)
+        if op.algo == ConvAlgo.Native:
+            with _single_thread() if not cuda else contextlib.nullcontext():
+                out_ids, pairs, pair_counts = ops.get_indice_pairs(
+                    grid.coords, grid.batch_size, shape, op.algo, op.kernel_size, op.stride, op.padding,
+                    op.dilation, op.output_padding, True, False)
+            data = IndiceData(out_ids, grid.coords, pairs, pair_counts, shape, shape, is_subm=True, algo=op.algo,
+                              **geometry)
+        else:
+            result = ops.get_indice_pairs_implicit_gemm(
+                grid.coords, grid.batch_size, shape, op.algo, ksize=op.kernel_size, stride=op.stride,
+                padding=op.padding, dilation=op.dilation, out_padding=op.output_padding, subm=True,
+                transpose=False, is_train=torch.is_grad_enabled(), alloc=tensor.thrust_allocator,
+                timer=tensor._timer)
+            data = ImplicitGemmIndiceData(
+                result[0], grid.coords, result[2], result[3], pair_mask_fwd_splits=result[4],
+                pair_mask_bwd_splits=result[5], mask_argsort_fwd_splits=result[6],
+                mask_argsort_bwd_splits=result[7], masks=result[8], is_subm=True, spatial_shape=shape,
+                out_spatial_shape=shape, algo=op.algo, **geometry)
+        tensor.indice_dict[indice_key(kernel_size)] = data
+        return data
 
     def _run(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int, *, training: bool):
-        operator = _operator(features.shape[1], weight.shape[0], kernel_size)
+        operator = _operator(features.shape[1], weight.shape[0], kernel_size, features.is_cuda)
         tensor = self._tensor(grid, features)
         if features.is_cuda:
-            out = operator._conv_forward(training, tensor, weight, None)
-        else:
-            with _single_thread():
-                out = operator._conv_forward(False, tensor, weight, None)
-        key = indice_key(kernel_size)
-        grid.backend_state["indice_dict"].setdefault(key, out.indice_dict[key])
-        return out.features
+            return operator._conv_forward(training, tensor, weight, None).features
+        with _single_thread():
+            return operator._conv_forward(False, tensor, weight, None).features
 
     def conv(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int) -> torch.Tensor:
         if grid.num_sites == 0:
