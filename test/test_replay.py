@@ -1,0 +1,156 @@
+"""Bag / KITTI-folder replay through the handler: outputs at the original timestamps, inputs untouched."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elite_ros.bag import bag_info, iter_messages
+from elite_ros.cloud import read_points
+from elite_ros.evaluate import CloudGroundTruth, Evaluation
+from elite_ros.handler import SegmentationHandler
+from elite_ros.labels import to_training_ids
+from elite_ros.params import SegmentParams
+from elite_ros.replay import (
+    KITTI_TOPIC,
+    Recording,
+    ReplayError,
+    default_output_path,
+    is_kitti_folder,
+    iter_kitti,
+    replay,
+)
+
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+TOPIC = "/luminar_pointcloud"
+
+
+@pytest.fixture(scope="module")
+def handler(tmp_path_factory) -> SegmentationHandler:
+    import torch
+
+    from elite_ros.checkpoint import make_metadata, save_checkpoint
+    from elite_ros.segmenter import Segmenter
+    from elite_ros.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8))
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model,
+                           make_metadata(model, trained=False))
+    return SegmentationHandler(Segmenter.from_checkpoint(path, device="cpu"), SegmentParams())
+
+
+def tree_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("container", ["ros1", "sqlite3", "mcap"])
+def test_segment_luminar_in_every_container(handler, luminar_bags, tmp_path, container):
+    source = luminar_bags[container]
+    before = tree_hash(source)
+    inputs = list(iter_messages(source, topics=[TOPIC]))
+    out = tmp_path / "segmented"
+    summary = replay(Recording.open(source), handler, output=out, progress=False)
+    assert tree_hash(source) == before  # the input is never touched
+    assert summary.frames == 5 and summary.rejected == 0 and summary.output == out
+    assert summary.points == sum(m.msg.width for m in inputs)
+    assert summary.latency["count"] == 5 and summary.latency["p99_ms"] >= summary.latency["p50_ms"] > 0
+    assert bag_info(out) == {f"{TOPIC}/segmentation": (CLOUD_TYPE, 5)}
+    written = list(iter_messages(out))
+    assert [m.timestamp for m in written] == [m.timestamp for m in inputs]
+    for got, original in zip(written, inputs):
+        assert got.msg.header.stamp == original.msg.header.stamp
+        assert got.msg.header.frame_id == original.msg.header.frame_id
+        points = read_points(got.msg)
+        np.testing.assert_array_equal(points["intensity"], read_points(original.msg)["intensity"])
+        assert points["class_id"].max() < 20
+    assert "5 frames" in summary.text() and "p99" in summary.text()
+
+
+def test_all_outputs_and_other_topics(handler, luminar_bags, tmp_path):
+    out = tmp_path / "all"
+    summary = replay(Recording.open(luminar_bags["ros1"]), handler, output=out, storage="sqlite3", progress=False,
+                     outputs=("segmentation", "visualization", "filtered"), keep_other_topics=True)
+    info = bag_info(out)
+    assert info[f"{TOPIC}/visualization"] == (CLOUD_TYPE, 5) and info[f"{TOPIC}/filtered"] == (CLOUD_TYPE, 5)
+    assert info["/base_scan"] == ("sensor_msgs/msg/LaserScan", 5)
+    assert info["/base_pose_ground_truth"] == ("nav_msgs/msg/Odometry", 5)
+    assert TOPIC not in info and summary.copied == 10
+    assert any(p.suffix == ".db3" for p in out.iterdir())
+
+
+def test_refuses_existing_output_and_output_inside_input(handler, luminar_bags, tmp_path):
+    recording = Recording.open(luminar_bags["mcap"])
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    with pytest.raises(FileExistsError, match="exists"):
+        replay(recording, handler, output=existing, progress=False)
+    copy = tmp_path / "bagcopy"
+    shutil.copytree(luminar_bags["mcap"], copy)
+    with pytest.raises(ReplayError, match="inside the input"):
+        replay(Recording.open(copy), handler, output=copy / "out", progress=False)
+    with pytest.raises(ReplayError, match="no topic"):
+        replay(recording, handler, output=tmp_path / "x", topics=["/nope"], progress=False)
+    with pytest.raises(ReplayError, match="not sensor_msgs"):
+        replay(Recording.open(luminar_bags["ros1"]), handler, output=tmp_path / "y", topics=["/base_scan"],
+               progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_kitti_sequence_folder_with_labels_and_times(handler, data_dir, tmp_path):
+    src = data_dir / "semantickitti" / "mmdet3d_seq00_000000_subset50"
+    seq = tmp_path / "sequences" / "00"
+    (seq / "velodyne").mkdir(parents=True)
+    (seq / "labels").mkdir()
+    for i in range(2):  # two frames: the real 50-point scan and its mirror image
+        points = np.fromfile(src / "000000.bin", np.float32).reshape(-1, 4).copy()
+        points[:, 1] *= 1 - 2 * i
+        points.tofile(seq / "velodyne" / f"00000{i}.bin")
+        shutil.copy(src / "000000.label", seq / "labels" / f"00000{i}.label")
+    (seq / "times.txt").write_text("0.000000e+00\n1.037359e-01\n")
+    assert is_kitti_folder(seq) and not is_kitti_folder(tmp_path)
+    recording = Recording.open(seq)
+    assert recording.kind == "kitti" and recording.is_kitti
+    messages = list(iter_kitti(seq))
+    assert [m.timestamp for m in messages] == [0, 103_735_900]
+    assert [f.name for f in messages[0].msg.fields] == ["x", "y", "z", "intensity", "label"]
+
+    evaluation = Evaluation()
+    out = tmp_path / "kitti_segmented"
+    summary = replay(recording, handler, output=out, evaluation=evaluation, ground_truth=CloudGroundTruth(),
+                     progress=False)
+    assert summary.frames == 2 and evaluation.labelled_frames == 2 and evaluation.confusion.sum() == 100
+    labels = np.fromfile(src / "000000.label", np.uint32)
+    assert evaluation.confusion.sum(axis=1)[to_training_ids(labels)].all()
+    written = list(iter_messages(out))
+    assert [m.topic for m in written] == [f"{KITTI_TOPIC}/segmentation"] * 2
+    np.testing.assert_array_equal(read_points(written[0].msg)["label"], labels)  # ground truth kept
+
+
+def test_flat_kitti_folder_and_bad_scan(data_dir, tmp_path):
+    recording = Recording.open(data_dir / "kitti_odometry" / "seq00")
+    assert recording.topics == {KITTI_TOPIC: (CLOUD_TYPE, 2)}
+    first = next(iter_kitti(recording.path))
+    assert first.msg.width == 124_668 and first.timestamp == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "000000.bin").write_bytes(b"\0" * 20)
+    with pytest.raises(ReplayError, match="16-byte"):
+        list(iter_kitti(bad))
+    with pytest.raises(FileNotFoundError):
+        Recording.open(tmp_path / "missing")
+
+
+def test_default_output_path(tmp_path):
+    (tmp_path / "run.bag").write_bytes(b"")
+    assert default_output_path(tmp_path / "run.bag") == tmp_path / "run_segmented"
+    (tmp_path / "run_segmented").mkdir()
+    assert default_output_path(tmp_path / "run.bag") == tmp_path / "run_segmented_2"
