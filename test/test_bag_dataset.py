@@ -14,7 +14,7 @@ from elite_ros.bag import BagWriter
 from elite_ros_training.data.bag_dataset import BagFrames, image_to_rgb, nearest_within
 from elite_ros_training.data.collate import Batch, collate
 from elite_ros_training.data.convert import (
-    camera_info_message, cloud_message, convert, header, image_message, tf_static_message,
+    camera_info_message, cloud_message, convert, image_message, tf_static_message,
 )
 from elite_ros_training.data.dataset import PointImageDataset, open_frames
 from elite_ros_training.data.semantickitti import SequenceFolder, read_bin, read_calib, save_pseudo_labels

@@ -182,3 +182,13 @@ def test_synthetic_points_land_on_pixels_of_their_class_after_augmentation(synth
         flips.add(sample.crop.flipped)
     assert flips == {True, False}
     assert min(agreement) >= 0.95, agreement  # the rest: LiDAR/camera parallax at object edges
+
+
+def test_config_from_yaml_mapping() -> None:
+    config = PipelineConfig.from_dict({"crop_size": [480, 320], "augment3d": {"rotate": False, "scale": [0.9, 1.1]}})
+    assert config.crop_size == (480, 320)
+    assert config.augment3d == AugmentConfig(rotate=False, scale=(0.9, 1.1))
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['crop'\]"):
+        PipelineConfig.from_dict({"crop": [1, 2]})
+    with pytest.raises(ValueError, match=r"augment3d: unknown field\(s\) \['spin'\]"):
+        PipelineConfig.from_dict({"augment3d": {"spin": True}})
