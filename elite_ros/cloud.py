@@ -107,11 +107,15 @@ class _Field:
 
 @dataclass(frozen=True)
 class _PointFormat:
-    """A validated field list: fields in message order, by name, and their structured dtype."""
+    """A validated field list: fields in message order, by name, their structured dtype, and what the
+    decoder's fast paths need to know about x, y, z (worked out once per layout)."""
 
     fields: tuple[_Field, ...]
     by_name: Mapping[str, _Field]
     dtype: np.dtype  # structured, itemsize = point_step, in the message's byte order
+    element: Mapping[str, np.dtype]  # each field's scalar (first element) dtype, message byte order
+    xyz_native_f32: bool = False  # x, y, z are FLOAT32 in this machine's byte order, 4-byte aligned
+    xyz_adjacent: bool = False  # ... and y, z follow x directly: (N, 3) is a strided view
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,9 @@ def _uint(value: Any, what: str) -> int:
 
 
 @lru_cache(maxsize=256)
-def _point_format(raw_fields: tuple[tuple[Any, Any, Any, Any], ...], point_step: int, is_bigendian: bool) -> _PointFormat:
+def _point_format(
+    raw_fields: tuple[tuple[Any, Any, Any, Any], ...], point_step: int, is_bigendian: bool
+) -> _PointFormat:
     """Validate (name, offset, datatype, count) tuples; cached, since clouds of a topic share a layout."""
     fields = []
     for i, (name, offset, datatype, count) in enumerate(raw_fields):
@@ -196,7 +202,14 @@ def _point_format(raw_fields: tuple[tuple[Any, Any, Any, Any], ...], point_step:
         "names": [f.name for f in fields], "formats": [f.dtype(is_bigendian) for f in fields],
         "offsets": [f.offset for f in fields], "itemsize": point_step,
     })
-    return _PointFormat(tuple(fields), by_name, dtype)
+    element = {f.name: _Field(f.name, f.offset, f.datatype, 1).dtype(is_bigendian) for f in fields}
+    xyz = [by_name.get(name) for name in "xyz"]
+    native_f32 = (
+        None not in xyz and is_bigendian == _NATIVE_BIG
+        and all(f.datatype == FLOAT32 and f.offset % 4 == 0 for f in xyz)
+    )
+    adjacent = native_f32 and xyz[1].offset == xyz[0].offset + 4 and xyz[2].offset == xyz[0].offset + 8
+    return _PointFormat(tuple(fields), by_name, dtype, element, native_f32, adjacent)
 
 
 def _buffer(data: Any) -> np.ndarray:
@@ -238,7 +251,9 @@ def _layout(msg: Any) -> _Layout:
     try:
         point_format = _point_format(raw_fields, point_step, is_bigendian)
     except TypeError:  # an unhashable attribute value
-        raise CloudFormatError(f"PointField attributes must be a string and integers, got {raw_fields!r:.200}") from None
+        raise CloudFormatError(
+            f"PointField attributes must be a string and integers, got {raw_fields!r:.200}"
+        ) from None
     buffer = _buffer(data)
     if height * width > 0:
         if point_step == 0:
@@ -260,7 +275,7 @@ def _layout(msg: Any) -> _Layout:
 
 
 class _ConstantCache:
-    """Read-only prefixes of one growing array (0..n-1, or ones), so dense clouds allocate nothing."""
+    """Read-only prefixes of one growing array (e.g. 0..n-1), so dense clouds allocate no index."""
 
     def __init__(self, make: Any):
         self._make = make
@@ -276,7 +291,6 @@ class _ConstantCache:
 
 
 _arange = _ConstantCache(lambda n: np.arange(n, dtype=np.int64))
-_ones = _ConstantCache(lambda n: np.ones(n, dtype=np.float32))
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -286,7 +300,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 def _column(layout: _Layout, f: _Field, dtype: np.dtype) -> np.ndarray:
     """(N,) values of field `f` (its first element when count > 1) as `dtype`; a view when possible."""
-    values = layout.flat(_Field(f.name, f.offset, f.datatype, 1).dtype(layout.is_bigendian), f.offset)
+    values = layout.flat(layout.format.element[f.name], f.offset)
     if values.dtype == dtype:
         return values
     with np.errstate(over="ignore", invalid="ignore"):  # FLOAT64 beyond float32 range -> inf, then dropped
@@ -296,8 +310,7 @@ def _column(layout: _Layout, f: _Field, dtype: np.dtype) -> np.ndarray:
 def _xyz(layout: _Layout, fx: _Field, fy: _Field, fz: _Field) -> np.ndarray:
     """(N, 3) float32 x, y, z: a strided view of the buffer when they are adjacent native float32."""
     n = layout.num_points
-    native_f32 = all(f.datatype == FLOAT32 for f in (fx, fy, fz)) and layout.is_bigendian == _NATIVE_BIG
-    if native_f32 and fy.offset == fx.offset + 4 and fz.offset == fx.offset + 8 and n > 0:
+    if layout.format.xyz_adjacent and n > 0:
         grid = np.ndarray(
             (layout.height, layout.width, 3), dtype=np.float32, buffer=layout.buffer, offset=fx.offset,
             strides=(layout.row_step, layout.point_step, 4),
@@ -309,17 +322,27 @@ def _xyz(layout: _Layout, fx: _Field, fy: _Field, fz: _Field) -> np.ndarray:
     return xyz
 
 
-def _finite_rows(xyz: np.ndarray) -> np.ndarray | None:
-    """Indices of the rows whose x, y, z are all finite, or None when every row is.
+def _fast_all_finite(layout: _Layout, xyz: np.ndarray) -> bool:
+    """True only if every x, y, z is finite; False means "not known", never a wrong True.
 
-    Fast path: the column sums ``ones @ xyz`` (one BLAS pass over the strided view, no temporaries) are
-    NaN or inf whenever any value is (NaN and inf survive + and * 1); a float32 overflow of a sum only
-    sends us to the exact per-row test, so the answer is always exact.
+    Cheapest first: when x, y, z are native float32 on a 4-byte grid, min and max of the whole buffer
+    read as float32 (two SIMD passes over contiguous memory) are finite only if every value is, xyz
+    included; other fields whose bits read as NaN or inf make this inconclusive, not wrong. Otherwise
+    x + y + z is finite exactly when all three are, unless it overflows (then inconclusive too).
     """
+    n = layout.num_points
+    grid_4 = layout.point_step % 4 == 0 and (layout.height == 1 or layout.row_step % 4 == 0)
+    if layout.format.xyz_native_f32 and grid_4:
+        size = (layout.height - 1) * layout.row_step + layout.width * layout.point_step
+        words = np.ndarray((size // 4,), dtype=np.float32, buffer=layout.buffer)
+        with np.errstate(invalid="ignore"):
+            if np.isfinite(np.minimum.reduce(words)) and np.isfinite(np.maximum.reduce(words)):
+                return True
+    total = np.empty(n, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(_ones(xyz.shape[0]) @ xyz).all():
-            return None
-    return np.flatnonzero(np.isfinite(xyz).all(axis=1))
+        np.add(xyz[:, 0], xyz[:, 1], out=total)
+        np.add(total, xyz[:, 2], out=total)
+        return bool(np.isfinite(np.add.reduce(total)))
 
 
 def decode(msg: Any, intensity_field: str | Sequence[str] | None = DEFAULT_INTENSITY_FIELDS) -> Scan:
@@ -336,18 +359,22 @@ def decode(msg: Any, intensity_field: str | Sequence[str] | None = DEFAULT_INTEN
         if name not in by_name:
             present = ", ".join(by_name) or "none"
             raise CloudFormatError(f"PointCloud2 has no '{name}' field (fields: {present})")
-    candidates = () if intensity_field is None else (intensity_field,) if isinstance(intensity_field, str) else intensity_field
+    if intensity_field is None or isinstance(intensity_field, str):
+        candidates = () if intensity_field is None else (intensity_field,)
+    else:
+        candidates = tuple(intensity_field)
     f_intensity = next((by_name[c] for c in candidates if c in by_name), None)
 
     n = layout.num_points
-    xyz = _xyz(layout, by_name["x"], by_name["y"], by_name["z"])
+    fx, fy, fz = by_name["x"], by_name["y"], by_name["z"]
+    xyz = _xyz(layout, fx, fy, fz)
     intensity = None if f_intensity is None else _column(layout, f_intensity, np.dtype(np.float32))
-    keep = _finite_rows(xyz) if n else None
-    if keep is None:
+    if n == 0 or _fast_all_finite(layout, xyz):
         index = _arange(n)
     else:
-        index, xyz = keep, xyz[keep]
-        intensity = None if intensity is None else intensity[keep]
+        index = np.flatnonzero(np.isfinite(xyz).all(axis=1))
+        xyz = xyz[index]
+        intensity = None if intensity is None else intensity[index]
     return Scan(
         xyz=_readonly(xyz), intensity=None if intensity is None else _readonly(intensity),
         index=_readonly(index), num_points=n,
@@ -413,8 +440,9 @@ class _OutputData:
             end = spec.offset + spec.size
             following = placed[i + 1][0].offset if i + 1 < len(placed) else step
             dtype = spec.dtype(is_bigendian)
-            if not self.zero_filled and spec.datatype == UINT8 and spec.count == 1 and following - spec.offset in (2, 4, 8):
-                dtype, end = _UNSIGNED_OF_SIZE[following - spec.offset], following
+            slot = following - spec.offset
+            if not self.zero_filled and spec.datatype == UINT8 and spec.count == 1 and slot in (2, 4, 8):
+                dtype, end = _UNSIGNED_OF_SIZE[slot], following
             with np.errstate(over="ignore", invalid="ignore"):
                 self.points(dtype, n, spec.offset, step)[...] = values
             cursor = end
@@ -437,7 +465,9 @@ class _OutputData:
         return self._container
 
 
+@lru_cache(maxsize=1)
 def _default_classes() -> tuple[type, type]:
+    """(PointCloud2, PointField) of the rosbags ROS 2 Kilted typestore."""
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.ROS2_KILTED)
@@ -599,7 +629,9 @@ def with_labels(
         existing = layout.format.by_name.get(name)
         if existing is not None:
             if not overwrite:
-                raise CloudFormatError(f"input cloud already has a field named '{name}' (pass overwrite=True to replace it)")
+                raise CloudFormatError(
+                    f"input cloud already has a field named '{name}' (pass overwrite=True to replace it)"
+                )
             if existing.datatype == datatype and existing.count == 1:
                 in_place.append(existing)
                 continue

@@ -126,7 +126,8 @@ def reference_decode(msg, intensity_names=cloud.DEFAULT_INTENSITY_FIELDS):
                     if f_int is not None:
                         intensity.append(np.float32(value(f_int, base)))
     xyz_arr = np.array(xyz, dtype=np.float32).reshape(-1, 3)
-    return xyz_arr, (np.array(intensity, dtype=np.float32) if f_int is not None else None), np.array(index, dtype=np.int64)
+    intensity_arr = np.array(intensity, dtype=np.float32) if f_int is not None else None
+    return xyz_arr, intensity_arr, np.array(index, dtype=np.int64)
 
 
 def reference_field(msg, name):
@@ -633,8 +634,11 @@ def test_rclpy_messages():
     scan = cloud.decode(msg)
     assert len(scan) == n - 1 and 5 not in scan.index
     ids = (np.arange(n) % NUM_CLASSES).astype(np.uint8)
-    for out in (cloud.with_labels(msg, ids, np.full(n, 0.5, np.float32)), cloud.with_labels(msg, ids, label_format="label"),
-                cloud.visualization_cloud(msg, ids), cloud.filter_cloud(msg, ids > 3)):
+    outputs = (
+        cloud.with_labels(msg, ids, np.full(n, 0.5, np.float32)), cloud.with_labels(msg, ids, label_format="label"),
+        cloud.visualization_cloud(msg, ids), cloud.filter_cloud(msg, ids > 3),
+    )
+    for out in outputs:
         assert type(out) is msgs.PointCloud2 and isinstance(out.data, array.array)
         assert all(type(f) is msgs.PointField for f in out.fields)
         assert out.header.frame_id == "velodyne"
@@ -680,7 +684,8 @@ def valid_clouds(draw):
     ))
     return plain_cloud(
         draw(st.permutations(fields)), point_step, width, raw, height=height, row_step=row_step,
-        is_bigendian=draw(st.booleans()), kind=draw(st.sampled_from(["bytes", "ndarray", "array", "bytearray", "list"])),
+        is_bigendian=draw(st.booleans()),
+        kind=draw(st.sampled_from(["bytes", "ndarray", "array", "bytearray", "list"])),
     )
 
 
@@ -719,7 +724,8 @@ def test_fuzz_valid_layouts_decode_like_the_reference(msg, seed):
     assert kept.width == keep.sum()
     kept_points = cloud.read_points(kept)
     for f in msg.fields:
-        assert np.ascontiguousarray(kept_points[f.name]).tobytes() == np.ascontiguousarray(points[f.name][keep]).tobytes()
+        got, expected = kept_points[f.name], points[f.name][keep]
+        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(expected).tobytes()
 
 
 @st.composite
