@@ -178,6 +178,10 @@ def test_kitti2bag_custom_topics_and_missing_topic(tmp_path: Path, data_dir: Pat
                          progress=False)
     assert report.images == 0 and any("points only" in n for n in report.notes)
     assert not (tmp_path / "a").exists()
+    write_kitti2bag(tmp_path / "three.bag", scans * 3, calib.p2, calib.velo_to_camera2, image_size=(64, 32))
+    report = convert(tmp_path / "three.bag", tmp_path / "two", max_frames=2, progress=False)
+    assert (report.frames, report.images) == (2, 2)  # the third frame's image is not written either
+    assert bag_info(tmp_path / "two")[IMAGE] == ("sensor_msgs/msg/Image", 2)
 
 
 def test_cli(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -31,7 +31,8 @@ import numpy as np
 from elite_ros.bag import TYPESTORE, BagWriter, detect_format, iter_messages
 from elite_ros.cloud import decode, make_cloud, read_points
 from elite_ros_training.data.bag_dataset import (
-    CAMERA_INFO_TOPIC, CLOUD_TOPIC, IMAGE_TOPIC, LABEL_FIELD, TF_STATIC_TOPIC, image_to_rgb, stamp_ns,
+    CAMERA_INFO_TOPIC, CLOUD_TOPIC, IMAGE_TOPIC, LABEL_FIELD, SYNC_TOLERANCE_NS, TF_STATIC_TOPIC, image_to_rgb,
+    stamp_ns,
 )
 from elite_ros_training.data.semantickitti import SequenceFolder, read_bin, read_image, read_label
 from elite_ros_training.data.transforms import (
@@ -222,15 +223,17 @@ def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), 
 
     with BagWriter(out, storage=storage) as writer, tqdm(total=total, desc=f"convert {src.name}", unit="frame",
                                                          disable=not progress) as bar:
-        tf_written = False
+        tf_written, last_cloud_stamp = False, None
         for message in iter_messages(src, topics=wanted):
             stamp = stamp_ns(message.msg.header) or message.timestamp
+            if report.frames >= total and (last_cloud_stamp is None or message.topic == topics.cloud
+                                          or stamp > last_cloud_stamp + SYNC_TOLERANCE_NS):
+                break  # --max-frames reached: keep only the camera messages that belong to the last cloud
             if with_images and not tf_written:
                 writer.write(topics.tf_static, TF_TYPE, stamp, tf_static_message(velo_to_camera, stamp))
                 tf_written = True
             if message.topic == topics.cloud:
-                if report.frames >= total:
-                    break
+                last_cloud_stamp = stamp
                 scan = decode(message.msg)
                 intensity = scan.intensity if scan.intensity is not None else np.zeros(len(scan.xyz), np.float32)
                 structured = read_points(message.msg)
@@ -262,8 +265,11 @@ def convert(src: str | Path, out: str | Path, **options) -> ConvertReport:
     if (src / "velodyne").is_dir():
         return convert_folder(src, out, **options)
     detect_format(src)
-    options.pop("start_time_ns", None)
-    return convert_bag(src, out, **options)
+    start_time_ns = options.pop("start_time_ns", 0)
+    report = convert_bag(src, out, **options)
+    if start_time_ns:
+        report.notes.append("--start-time ignored: a bag keeps its own header stamps")
+    return report
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -296,6 +302,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Run `convert` from parsed arguments; prints notes and a summary to stderr."""
     topics = Topics(args.cloud_topic, args.image_topic, args.camera_info_topic, args.tf_topic)
+    if args.max_frames is not None and args.max_frames < 1:
+        print(f"elite-ros-train convert: error: --max-frames must be >= 1, got {args.max_frames}", file=sys.stderr)
+        return 2
     try:
         report = convert(args.src, args.out, topics=topics, storage=args.storage, max_frames=args.max_frames,
                          progress=not args.quiet, start_time_ns=int(round(args.start_time * 1e9)))
