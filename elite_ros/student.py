@@ -17,18 +17,21 @@ Three exact algebraic rewrites make it cheaper than the official code without ch
   carry the same input), then a point-weighted mean over (voxel, voxel) pairs replaces the per-point one
   (`VoxelTransition`);
 - the decoder's first Linear is split into four 64-column blocks applied per voxel of each block's output
-  scale and summed per point (Linear over a concatenation = sum of Linears over the parts).
+  scale and summed per point (Linear over a concatenation = sum of Linears over the parts), the gather
+  and sum fused in one `embedding_bag`.
+Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (see voxel.py).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .labels import NUM_CLASSES
 from .sparse import SparseGrid, SubMConv3d, resolve_backend
-from .voxel import MultiScaleVoxels, VoxelConfig, scatter_mean, voxelise
+from .voxel import MultiScaleVoxels, VoxelConfig, voxelise
 
 IN_FEATURES = 4  # x, y, z, intensity (ref §1: input_dims)
 HIDDEN_CHANNELS = 64  # ref §1: hiden_size
@@ -161,8 +164,8 @@ class PointEncoder(nn.Module):
         Context: voxel-weighted mean on the grid `scale` coords // 2, MLP, broadcast back; then the output
         MLP per voxel and the point-weighted mean to the `out_scale` voxels.
         """
-        parent, num_parents = voxels.coarsened(scale, CONTEXT_FACTOR)
-        context = self.context(scatter_mean(features, parent, num_parents)).index_select(0, parent)
+        coarse = voxels.coarsened(scale, CONTEXT_FACTOR)
+        context = self.context(coarse.mean.apply(features)).index_select(0, coarse.parent)
         fused = self.output(torch.cat([self.identity(features), context], dim=1))
         return voxels.transition(scale, out_scale).apply(fused)
 
@@ -217,12 +220,13 @@ class Student(nn.Module):
         for block in self.stages:
             voxels.transition(block.scale, block.out_scale)
             voxels.coarsened(block.scale, CONTEXT_FACTOR)
+        voxels.point_to_voxel_table(self.config.stage_scales)
 
     def input_features(self, points: Tensor, voxels: MultiScaleVoxels) -> Tensor:
         """(Np, in + 6): points ++ (xyz - voxel mean) ++ (xyz - voxel lower corner) at the base grid."""
         base = voxels[1]
         xyz = points[:, :3]
-        mean = scatter_mean(xyz, base.point_to_voxel, base.num_voxels, base.counts)
+        mean = base.mean(xyz)
         coords = base.coords.index_select(0, base.point_to_voxel)  # (Np, 4) b z y x
         cell_xyz = coords[:, [3, 2, 1]].to(xyz.dtype)
         config = voxels.config
@@ -241,23 +245,26 @@ class Student(nn.Module):
         # offsets are computed in the points' precision (fp32), then cast to the weights' (fp16 on GPU)
         inputs = self.input_features(points, voxels).to(self.input_mlp[0].weight.dtype)
         hidden = self.input_mlp[1](self.input_mlp[0](inputs))
-        features = self.input_mlp[2](scatter_mean(hidden, base.point_to_voxel, base.num_voxels, base.counts))
+        features = self.input_mlp[2](base.mean(hidden))
 
         backend = self.backend_for(points.device)
         channels = self.config.hidden_channels
         decoder_weight = self.classifier[0].weight  # (decoder, channels * stages)
-        decoded = self.classifier[0].bias
         stages: list[StageFeatures] = []
+        decoder_parts = []
         for index, block in enumerate(self.stages):
             level = voxels[block.scale]
-            grid = SparseGrid(level.coords, level.spatial_shape, voxels.batch_size, backend=backend)
+            # voxelise() guarantees unique, in-grid coords: skip the grid's own validation sort
+            grid = SparseGrid(level.coords, level.spatial_shape, voxels.batch_size, backend=backend,
+                              validate=False)
             encoded, point, pooled = block(features, grid, voxels)
             stages.append(StageFeatures(voxel_features=encoded, point_to_voxel=level.point_to_voxel,
                                         scale=block.scale))
             features = point + pooled
             # decoder Linear over the concatenation == sum of its column blocks, applied per voxel
-            part = point @ decoder_weight[:, index * channels:(index + 1) * channels].t()
-            decoded = decoded + part.index_select(0, voxels[block.out_scale].point_to_voxel)
+            decoder_parts.append(point @ decoder_weight[:, index * channels:(index + 1) * channels].t())
+        table = voxels.point_to_voxel_table(self.config.stage_scales)
+        decoded = F.embedding_bag(table, torch.cat(decoder_parts), mode="sum") + self.classifier[0].bias
         logits = self.classifier[2](self.classifier[1](decoded))
         return StudentOutput(logits=logits, stages=stages)
 

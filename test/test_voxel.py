@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from elite_ros.voxel import (VoxelConfig, coarsen_coords, in_range_mask, point_cells, range_filter,
-                             scatter_max, scatter_mean, voxel_transition, voxelise)
+                             scatter_max, scatter_mean, sorted_groups, voxel_transition, voxelise)
 
 
 def _real_points(data_dir, count: int, seed: int = 0) -> torch.Tensor:
@@ -150,12 +150,40 @@ def test_transition_equals_point_level_scatter_mean(data_dir):
 
 def test_coarsened_equals_unique_rows_of_halved_coords():
     coords = torch.tensor([[0, 3, 5, 7], [0, 2, 4, 6], [1, 3, 5, 7], [0, 5, 5, 7], [0, 4, 5, 7]], dtype=torch.int32)
-    parent, count = coarsen_coords(coords, (8, 8, 8), 2)
+    coarse = coarsen_coords(coords, (8, 8, 8), 2)
     halved = torch.cat([coords[:, :1], coords[:, 1:] // 2], dim=1)
     unique, inverse = torch.unique(halved, return_inverse=True, dim=0)
-    assert count == unique.shape[0] == 3
+    assert coarse.num_parents == unique.shape[0] == 3
     # same partition of the voxels
-    assert torch.equal(parent[:, None] == parent[None, :], inverse[:, None] == inverse[None, :])
+    assert torch.equal(coarse.parent[:, None] == coarse.parent[None, :], inverse[:, None] == inverse[None, :])
+    features = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.allclose(coarse.mean.apply(features), scatter_mean(features, coarse.parent, 3))
+
+
+def test_sorted_groups_equal_torch_unique():
+    key = torch.tensor([7, 3, 7, 7, 1, 3, 9], dtype=torch.int64)
+    unique, inverse, counts, order, offsets = sorted_groups(key)
+    expected_unique, expected_inverse, expected_counts = torch.unique(key, return_inverse=True, return_counts=True)
+    assert torch.equal(unique, expected_unique) and torch.equal(inverse, expected_inverse)
+    assert torch.equal(counts, expected_counts)
+    assert torch.equal(key[order], torch.sort(key, stable=True).values)
+    assert offsets.tolist() == [0, 1, 3, 6]
+    empty = sorted_groups(torch.zeros(0, dtype=torch.int64))
+    assert all(t.numel() == 0 for t in empty)
+
+
+def test_level_mean_equals_scatter_mean(data_dir):
+    points = _real_points(data_dir, 2000, seed=2)
+    voxels = voxelise(points[:, :3])
+    level = voxels[1]
+    values = torch.randn(points.shape[0], 6, dtype=torch.float64, requires_grad=True)
+    mean = level.mean(values)
+    assert torch.allclose(mean, scatter_mean(values, level.point_to_voxel, level.num_voxels))
+    mean.sum().backward()
+    assert torch.allclose(values.grad[:, 0], 1.0 / level.counts[level.point_to_voxel].double())
+    table = voxels.point_to_voxel_table((2, 8))
+    assert torch.equal(table[:, 0], voxels[2].point_to_voxel)
+    assert torch.equal(table[:, 1], voxels[8].point_to_voxel + voxels[2].num_voxels)
 
 
 def test_voxel_transition_weights_sum_to_one():
