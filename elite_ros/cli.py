@@ -36,7 +36,7 @@ from elite_ros.params import ParameterError, SegmentParams, load_params_file
 UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
                   "are meaningless; they only show that the pipeline runs end to end.")
 EXIT_USAGE = 2
-DEMO_FRAMES = 4  # synthetic frames the demo generates (3-5 keep it under 2 minutes on 2 cores)
+DEMO_FRAMES = 3  # synthetic frames the demo generates (3-5 keep it under 2 minutes on 2 cores)
 DEMO_FIXTURE = ("semantickitti", "spvnas_000000")  # labelled real scan in ../shared/data
 DATA_ENV = "ELITE_ROS_DATA"
 
@@ -229,12 +229,13 @@ def find_data_dir() -> Path | None:
 
 
 def _synthetic_writer():
-    """`write_sequence(folder, frames, seed)` of the synthetic world when the training module provides one."""
+    """`generate_sequence(out, frames, seed, progress)` of the synthetic world, when the training part of the
+    package is installed (the only place the runtime touches it: an optional import for the demo)."""
     try:
-        import elite_ros_training.synthetic as synthetic  # optional: the [train] part of the package
+        from elite_ros_training.synthetic import generate_sequence
     except ImportError:
         return None
-    return getattr(synthetic, "write_sequence", None)
+    return generate_sequence
 
 
 def make_demo_input(cache: Path, frames: int = DEMO_FRAMES) -> tuple[Path, str]:
@@ -248,7 +249,7 @@ def make_demo_input(cache: Path, frames: int = DEMO_FRAMES) -> tuple[Path, str]:
         folder = cache / f"synthetic_sequence_{frames}"
         if not bag.exists():
             if not folder.exists():
-                write_sequence(folder, frames=frames, seed=0)
+                write_sequence(folder, frames=frames, seed=0, progress=True)
     else:
         data = find_data_dir()
         if data is None:
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="no ROS, no GPU: segment and evaluate a small labelled input, print the report")
     p.add_argument("--cache", help="where the demo input and runs go (default: ~/.cache/elite_ros/demo)")
-    p.add_argument("--frames", type=int, default=DEMO_FRAMES, help="synthetic frames to generate (default 4)")
+    p.add_argument("--frames", type=int, default=DEMO_FRAMES, help=f"synthetic frames to generate (default {DEMO_FRAMES})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_params_options(p)
     p.set_defaults(func=cmd_demo)

@@ -1,0 +1,143 @@
+"""`elite-ros` end to end: info, segment, evaluate (hand-computed IoU), demo, parameter errors."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elite_ros import cli
+from elite_ros.bag import TYPESTORE, BagWriter, bag_info, iter_messages
+from elite_ros.cloud import make_cloud
+from elite_ros.evaluate import REPORT_FILES
+from elite_ros.labels import LEARNING_MAP_INV
+
+CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from elite_ros.checkpoint import make_metadata, save_checkpoint
+    from elite_ros.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", model,
+                           make_metadata(model, trained=False))
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_info_lists_topics_layout_and_point_counts(capsys, luminar_bags):
+    code, out, _ = run(capsys, "info", luminar_bags["ros1"])
+    assert code == 0
+    assert re.search(r"/luminar_pointcloud +sensor_msgs/msg/PointCloud2  x5", out)
+    assert "/base_scan" in out and "nav_msgs/msg/Odometry" in out
+    assert "x FLOAT32@0, y FLOAT32@4, z FLOAT32@8, intensity FLOAT32@16" in out and "laser_id UINT16@28" in out
+    assert "point_step 32" in out and "1 x 35707 = 35,707 points (35,707 finite)" in out
+    assert out.count(" points (") == 5
+
+
+def test_segment_writes_bag_and_summary(capsys, luminar_bags, tiny_checkpoint, tmp_path):
+    out_bag = tmp_path / "seg"
+    code, out, err = run(capsys, "segment", luminar_bags["sqlite3"], out_bag, "--filtered", "--json", "--no-progress",
+                         "--checkpoint", tiny_checkpoint, "--device", "cpu")
+    assert code == 0, err
+    assert "UNTRAINED" in err
+    assert "/luminar_pointcloud -> /luminar_pointcloud/segmentation, /luminar_pointcloud/filtered" in out
+    assert "5 frames, 180,822 points" in out and "p99" in out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["frames"] == 5 and summary["latency"]["count"] == 5
+    assert bag_info(out_bag)["/luminar_pointcloud/filtered"] == (CLOUD_TYPE, 5)
+    code, _, err = run(capsys, "segment", luminar_bags["sqlite3"], out_bag, "--checkpoint", tiny_checkpoint)
+    assert code == 1 and "exists" in err
+
+
+def test_invalid_parameter_is_named(capsys, luminar_bags, tmp_path):
+    code, _, err = run(capsys, "segment", luminar_bags["mcap"], tmp_path / "o", "-p", "tta_votes=0")
+    assert code == 2 and "'tta_votes'" in err
+    code, _, err = run(capsys, "segment", luminar_bags["mcap"], tmp_path / "o", "-p", "no_such=1")
+    assert code == 2 and "'no_such'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def labelled_bag(path: Path) -> Path:
+    """Two frames with ground truth (`label`, raw ids + instance bits) and stored predictions (`class_id`)."""
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    frames = [  # (gt training ids, predicted training ids): see test_evaluate for the hand computation
+        ([1, 1, 1, 2, 2, 0, 3], [1, 1, 2, 2, 0, 1, 3]),
+        ([4, 4], [5, 5]),
+    ]
+    with BagWriter(path) as writer:
+        for i, (gt, pred) in enumerate(frames):
+            n = len(gt)
+            raw = np.array([LEARNING_MAP_INV[c] for c in gt], np.uint32) | (np.uint32(3) << 16)
+            msg = make_cloud({"x": np.arange(n, dtype=np.float32), "y": np.zeros(n, np.float32),
+                              "z": np.zeros(n, np.float32), "label": raw, "class_id": np.array(pred, np.uint8)},
+                             Header(stamp=Time(sec=i, nanosec=0), frame_id="lidar"))
+            writer.write("/cloud", CLOUD_TYPE, (i + 1) * 10**8, msg)
+    return path
+
+
+def test_evaluate_stored_predictions_gives_the_hand_computed_iou(capsys, tmp_path):
+    bag = labelled_bag(tmp_path / "labelled")
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "evaluate", bag, "--stored-predictions", "class_id", "--report", report,
+                         "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["iou"]["car"] == pytest.approx(2 / 3)
+    assert metrics["iou"]["bicycle"] == pytest.approx(1 / 2)
+    assert metrics["iou"]["motorcycle"] == pytest.approx(1.0)
+    assert metrics["iou"]["truck"] == 0.0 and metrics["iou"]["other-vehicle"] == 0.0
+    assert metrics["iou"]["road"] is None
+    assert metrics["miou"] == pytest.approx(13 / 30)
+    assert metrics["context"]["ground_truth"] == "field 'label'"
+    assert "mIoU 43.3 %" in out
+    assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
+
+
+def test_evaluate_runs_the_network_on_a_semantickitti_folder(capsys, data_dir, tiny_checkpoint, tmp_path):
+    folder = data_dir / "semantickitti" / "mmdet3d_seq00_000000_subset50"
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "evaluate", folder, "--report", report, "--checkpoint", tiny_checkpoint,
+                         "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["frames"] == 1 and metrics["labelled_frames"] == 1 and metrics["points"] == 50
+    assert int(np.asarray(metrics["confusion"]).sum()) == 50
+    assert metrics["latency"]["count"] == 1
+    text = (report / "report.md").read_text()
+    assert "Geiger" in text and "Behley" in text and "UNTRAINED" in text
+    code, _, err = run(capsys, "evaluate", folder, "--report", report, "--checkpoint", tiny_checkpoint)
+    assert code == 1 and "exists" in err
+
+
+def test_demo_on_the_semantickitti_fixture(capsys, monkeypatch, tiny_checkpoint, tmp_path):
+    monkeypatch.setattr(cli, "_synthetic_writer", lambda: None)
+    cache = tmp_path / "cache"
+    code, out, err = run(capsys, "demo", "--cache", cache, "--checkpoint", tiny_checkpoint, "--device", "cpu",
+                         "--no-progress")
+    assert code == 0, err
+    assert "UNTRAINED" in out and "report: " in out
+    report = Path(out.split("report: ")[1].split()[0]).parent
+    assert sorted(p.name for p in report.iterdir()) == sorted(REPORT_FILES)
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["labelled_frames"] == 1 and metrics["points"] == 123_389
+    segmented = report.parent / "segmented"
+    assert {t for t in bag_info(segmented)} == {f"/kitti/velodyne_points/{o}" for o in
+                                                ("segmentation", "visualization", "filtered")}
+    # the demo input is made once and reused
+    demo_bag = cache / "demo_semantickitti"
+    stamp = demo_bag.stat().st_mtime_ns
+    assert cli.make_demo_input(cache)[0] == demo_bag and demo_bag.stat().st_mtime_ns == stamp
+    assert len(list(iter_messages(demo_bag))) == 1
