@@ -77,6 +77,10 @@ class SparseGrid:
             self._keys = (keys, torch.sort(keys))
         return self._keys
 
+    def has_sorted_keys(self) -> bool:
+        """Whether :meth:`sorted_keys` has been computed (validation does it)."""
+        return self._keys is not None
+
     def kernel_map(self, kernel_size: int) -> Any:
         """The backend's kernel map for an odd ``kernel_size``, built on first use and cached."""
         kernel_map = self._maps.get(kernel_size)

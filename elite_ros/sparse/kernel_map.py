@@ -59,56 +59,51 @@ def linear_keys(coords: torch.Tensor, spatial_shape: tuple[int, int, int]) -> to
 
 
 def build_kernel_map(coords: torch.Tensor, spatial_shape: tuple[int, int, int], kernel_size: int,
-                     *, keys: torch.Tensor | None = None, sorted_keys: tuple[torch.Tensor, torch.Tensor] | None = None
-                     ) -> KernelMap:
+                     *, order: torch.Tensor | None = None) -> KernelMap:
     """Find every neighbour pair of a submanifold K^3 convolution by binary search on sorted keys.
 
     coords: (M, 4) integer [batch, z, y, x] voxel indices, unique, inside ``spatial_shape`` (Z, Y, X).
-    ``keys`` / ``sorted_keys`` (values, argsort) may be passed when the caller already has them.
-    Vectorised over sites; one ``torch.searchsorted`` per offset of the first half of the kernel.
+    ``order``: (M,) int64 argsort of the sites' :func:`linear_keys`, when the caller already has it.
+    Vectorised over sites and offsets: one ``torch.searchsorted`` for the first half of the kernel.
+    Keys are taken on the grid padded by K//2 on every side, so a neighbour beyond a face lands on an
+    empty padding cell instead of wrapping round to the next row.
     """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
-    if keys is None:
-        keys = linear_keys(coords, spatial_shape)
-    if sorted_keys is None:
-        sorted_keys = torch.sort(keys)
-    key_values, key_order = sorted_keys
-    num_sites = keys.numel()
+    num_sites = int(coords.shape[0])
     offsets = kernel_offsets(kernel_size)
     volume = len(offsets)
     in_index: list[torch.Tensor | None] = [None] * volume
     out_index: list[torch.Tensor | None] = [None] * volume
     if num_sites == 0 or kernel_size == 1:
-        empty = keys.new_empty(0)
+        empty = torch.empty(0, dtype=torch.int64, device=coords.device)
         for k in range(volume):
             if k != volume // 2:
                 in_index[k] = out_index[k] = empty
         return KernelMap(kernel_size, tuple(in_index), tuple(out_index))
 
-    size_z, size_y, size_x = spatial_shape
-    c = coords.long()
-    # Per axis and displacement: which sites stay inside the grid (keys would wrap round otherwise).
     radius = kernel_size // 2
-    inside = {}
-    for axis, size in ((1, size_z), (2, size_y), (3, size_x)):
-        for d in range(-radius, radius + 1):
-            if d != 0:
-                moved = c[:, axis] + d
-                inside[axis, d] = (moved >= 0) & (moved < size)
-    last = num_sites - 1
-    for k in range(volume // 2):
-        dz, dy, dx = offsets[k]
-        query = keys + ((dz * size_y + dy) * size_x + dx)
-        position = torch.searchsorted(key_values, query).clamp_(max=last)
-        hit = key_values[position] == query
-        for axis, d in ((1, dz), (2, dy), (3, dx)):
-            if d != 0:
-                hit &= inside[axis, d]
-        out_rows = hit.nonzero().squeeze(1)
-        in_rows = key_order[position[out_rows]]
-        in_index[k], out_index[k] = in_rows, out_rows
-        # Mirror offset: the same pairs seen from the other side (outputs sorted for locality).
-        mirror_out, permutation = torch.sort(in_rows)
-        in_index[volume - 1 - k], out_index[volume - 1 - k] = out_rows[permutation], mirror_out
+    padded_shape = tuple(size + 2 * radius for size in spatial_shape)
+    shift = torch.tensor([0, radius, radius, radius], dtype=torch.int64, device=coords.device)
+    keys = linear_keys(coords.long() + shift, padded_shape)
+    if order is None:
+        order = torch.argsort(keys)
+    key_values = keys[order]  # padding keeps the order of the unpadded keys
+    half = volume // 2
+    size_y, size_x = padded_shape[1], padded_shape[2]
+    displacement = torch.tensor(offsets[:half], dtype=torch.int64, device=coords.device)  # (H, 3) dz dy dx
+    delta = (displacement[:, 0] * size_y + displacement[:, 1]) * size_x + displacement[:, 2]
+    # All offsets of the first half at once: few large ops (robust on a busy CPU, few launches on a GPU).
+    query = keys.unsqueeze(0) + delta.unsqueeze(1)  # (H, M)
+    position = torch.searchsorted(key_values, query).clamp_(max=num_sites - 1)
+    offset_id, out_rows = (key_values[position] == query).nonzero().unbind(1)  # by offset, then output row
+    in_rows = order[position[offset_id, out_rows]]
+    counts = torch.bincount(offset_id, minlength=half).tolist()
+    # Mirror offsets: the same pairs seen from the other side, sorted by (offset, output row).
+    mirror_order = torch.argsort(offset_id * num_sites + in_rows)
+    pieces = zip(out_rows.split(counts), in_rows.split(counts),
+                 out_rows[mirror_order].split(counts), in_rows[mirror_order].split(counts))
+    for k, (out_k, in_k, mirror_in, mirror_out) in enumerate(pieces):
+        in_index[k], out_index[k] = in_k, out_k
+        in_index[volume - 1 - k], out_index[volume - 1 - k] = mirror_in, mirror_out
     return KernelMap(kernel_size, tuple(in_index), tuple(out_index))

@@ -111,8 +111,8 @@ class NativeBackend:
     name = "native"
 
     def build_map(self, grid, kernel_size: int) -> KernelMap:
-        keys, sorted_keys = grid.sorted_keys()
-        return build_kernel_map(grid.coords, grid.spatial_shape, kernel_size, keys=keys, sorted_keys=sorted_keys)
+        order = grid.sorted_keys()[1][1] if grid.has_sorted_keys() else None
+        return build_kernel_map(grid.coords, grid.spatial_shape, kernel_size, order=order)
 
     def conv(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int) -> torch.Tensor:
         return submanifold_conv(features, weight, grid.kernel_map(kernel_size))
