@@ -10,8 +10,8 @@ For a cloud of `--points` points in two layouts,
 it prints JSON with, per layout, the median seconds over `--repeats` calls of
 
 - `copy`: `np.copy` of the message's data bytes (the memory-bandwidth limit);
-- `decode`: `cloud.decode` (zero-copy views where the layout allows) and `decode_contiguous`: decode plus
-  making xyz and intensity compact arrays, what a consumer that needs contiguous input pays;
+- `decode`: `cloud.decode` (zero-copy views where the layout allows) and `decode_contiguous`:
+  `decode(msg).contiguous()`, what a consumer that needs compact, writable arrays pays;
 - `with_labels`: `cloud.with_labels` with class_id + probability (and `with_labels_label` with the UINT32
   `label` format), for rosbags messages (numpy data) and for rclpy ones (array.array data; real
   `sensor_msgs.msg.PointCloud2` when importable);
@@ -23,10 +23,13 @@ with_labels is also given against a copy of its own, larger, output bytes) and
 `x_vs_struct_loop = t_loop / t_x`. Targets (issue 4): decode >= 0.5x and with_labels >= 0.25x of copy,
 both >= 100x the loop; `targets` says which are met.
 
-Each figure is measured twice: `hot` (the same buffers again and again, all in cache; np.copy is then at
-its fastest) and `cold` (a `--evict-mib` buffer is written before every call, so input and output come
-from and go to DRAM, as for a fresh message every frame). On a shared CPU every figure is pessimistic
-(see `cpu_load_1min`).
+Each figure is measured twice: `hot` (each timed call right after an untimed one, so its buffers are in
+cache; np.copy is then at its fastest) and `cold` (a `--evict-mib` buffer is written before every call,
+so input and output come from and go to DRAM, as for a fresh message every frame). Calls are timed
+round-robin so changes in machine load hit them alike; ratios use medians (`vs_copy`), and
+`vs_copy_from_minima` uses the fastest call of each, which on a shared CPU is the steadier estimate. On
+a shared CPU every figure is pessimistic (see `cpu_load_1min`). The struct loops are timed once (hot)
+and used for both blocks.
 
     .venv/bin/python benchmarks/cloud_codec.py --points 120000 --repeats 50
 """
@@ -93,7 +96,8 @@ def rosbags_message(fields: list, point_step: int, data: np.ndarray) -> Any:
     n = data.size // point_step
     return KILTED.types["sensor_msgs/msg/PointCloud2"](
         header=header, height=1, width=n,
-        fields=[field_cls(name=f[0], offset=f[1], datatype=f[2], count=1) for f in fields], is_bigendian=False, point_step=point_step, row_step=n * point_step, data=data, is_dense=True)
+        fields=[field_cls(name=f[0], offset=f[1], datatype=f[2], count=1) for f in fields], is_bigendian=False,
+        point_step=point_step, row_step=n * point_step, data=data, is_dense=True)
 
 
 def rclpy_message(fields: list, point_step: int, data: np.ndarray) -> tuple[Any, str]:
@@ -146,7 +150,9 @@ def struct_loop_with_labels(msg: Any, class_id: np.ndarray, prob: np.ndarray, co
 
 
 class Timer:
-    """Median wall time of a call, hot (buffers reused) or cold (caches flushed before every call)."""
+    """Wall time of several calls measured round-robin (so load changes hit them all alike), hot (each
+    timed call right after an untimed one, its buffers in cache) or cold (caches flushed before every
+    call); keeps the median and the minimum of each."""
 
     def __init__(self, repeats: int, evict_mib: int):
         self.repeats = repeats
@@ -155,16 +161,20 @@ class Timer:
     def _flush(self) -> None:
         self._evict += 1  # read and write every byte: evicts the caches
 
-    def __call__(self, fn: Callable[[], Any], cold: bool) -> float:
-        fn()  # warm-up: caches of the codec, the allocator, BLAS
-        times = []
+    def __call__(self, calls: dict[str, Callable[[], Any]], cold: bool) -> tuple[dict[str, float], dict[str, float]]:
+        for fn in calls.values():
+            fn()  # warm-up: caches of the codec, the allocator
+        times: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(self.repeats):
-            if cold:
-                self._flush()
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+            for name, fn in calls.items():
+                if cold:
+                    self._flush()
+                else:
+                    fn()  # this call's own buffers back in cache
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        return ({k: statistics.median(v) for k, v in times.items()}, {k: min(v) for k, v in times.items()})
 
 
 def measure_layout(name: str, n: int, timer: Timer, loop_points: int, rng: np.random.Generator) -> dict:
@@ -178,41 +188,40 @@ def measure_layout(name: str, n: int, timer: Timer, loop_points: int, rng: np.ra
     out_data = np.asarray(labelled.data)
 
     def decode_contiguous() -> None:
-        scan = cloud.decode(msg)
-        np.ascontiguousarray(scan.xyz), np.array(scan.intensity)
+        cloud.decode(msg).contiguous()
 
     result: dict[str, Any] = {
         "points": n, "point_step": point_step, "input_bytes": int(data.size),
         "with_labels_output_point_step": labelled.point_step, "rclpy_message": ros_kind,
         "xyz_is_zero_copy_view": bool(np.shares_memory(cloud.decode(msg).xyz, data)),
     }
-    loop = {
-        "decode": timer(lambda: struct_loop_decode(msg, fields, loop_points), cold=False) * n / loop_points,
-        "with_labels":
-            timer(lambda: struct_loop_with_labels(msg, class_id, prob, loop_points), cold=False) * n / loop_points,
+    loop_calls = {
+        "decode": lambda: struct_loop_decode(msg, fields, loop_points),
+        "with_labels": lambda: struct_loop_with_labels(msg, class_id, prob, loop_points),
     }
+    loop = {k: v * n / loop_points for k, v in timer(loop_calls, cold=False)[0].items()}
     result["struct_loop_s"] = {k: round(v, 6) for k, v in loop.items()}
+    calls = {
+        "copy": lambda: np.copy(data),
+        "copy_output_bytes": lambda: np.copy(out_data),
+        "decode": lambda: cloud.decode(msg),
+        "decode_contiguous": decode_contiguous,
+        "with_labels": lambda: cloud.with_labels(msg, class_id, prob),
+        "with_labels_label": lambda: cloud.with_labels(msg, class_id, prob, label_format="label"),
+        "with_labels_rclpy": lambda: cloud.with_labels(ros_msg, class_id, prob),
+    }
     for cache in ("hot", "cold"):
-        cold = cache == "cold"
-        t = {
-            "copy": timer(lambda: np.copy(data), cold),
-            "copy_output_bytes": timer(lambda: np.copy(out_data), cold),
-            "decode": timer(lambda: cloud.decode(msg), cold),
-            "decode_contiguous": timer(decode_contiguous, cold),
-            "with_labels": timer(lambda: cloud.with_labels(msg, class_id, prob), cold),
-            "with_labels_label": timer(lambda: cloud.with_labels(msg, class_id, prob, label_format="label"), cold),
-            "with_labels_rclpy": timer(lambda: cloud.with_labels(ros_msg, class_id, prob), cold),
-        }
-        block: dict[str, Any] = {"median_s": {k: round(v, 7) for k, v in t.items()}}
+        t, t_min = timer(calls, cold=cache == "cold")
+        ops = [k for k in t if not k.startswith("copy")]
+        block: dict[str, Any] = {"median_s": {k: round(v, 7) for k, v in t.items()},
+                                 "min_s": {k: round(v, 7) for k, v in t_min.items()}}
         block["copy_GB_per_s"] = round(data.size / t["copy"] / 1e9, 2)
-        block["points_per_s"] = {k: round(n / v) for k, v in t.items() if not k.startswith("copy")}
-        block["vs_copy"] = {k: round(t["copy"] / v, 3) for k, v in t.items() if not k.startswith("copy")}
+        block["points_per_s"] = {k: round(n / t[k]) for k in ops}
+        block["vs_copy"] = {k: round(t["copy"] / t[k], 3) for k in ops}
+        block["vs_copy_from_minima"] = {k: round(t_min["copy"] / t_min[k], 3) for k in ops}
         block["with_labels_vs_copy_of_output_bytes"] = round(t["copy_output_bytes"] / t["with_labels"], 3)
         block["vs_struct_loop"] = {
-            "decode": round(loop["decode"] / t["decode"], 1),
-            "decode_contiguous": round(loop["decode"] / t["decode_contiguous"], 1),
-            "with_labels": round(loop["with_labels"] / t["with_labels"], 1),
-            "with_labels_rclpy": round(loop["with_labels"] / t["with_labels_rclpy"], 1),
+            k: round(loop["decode" if k.startswith("decode") else "with_labels"] / t[k], 1) for k in ops
         }
         block["targets"] = {
             f"decode >= {TARGET_DECODE_VS_COPY}x copy": block["vs_copy"]["decode"] >= TARGET_DECODE_VS_COPY,

@@ -392,6 +392,17 @@ def test_intensity_field_choice():
     assert cloud.decode(msg, intensity_field="missing").intensity is None
 
 
+def test_contiguous_copy_of_a_scan():
+    xyz = np.arange(30, dtype=np.float32).reshape(10, 3)
+    xyz[4, 1] = np.nan
+    scan = cloud.decode(xyz_cloud(xyz, kind="ndarray"))
+    compact = scan.contiguous()
+    for view, copy in ((scan.xyz, compact.xyz), (scan.intensity, compact.intensity), (scan.index, compact.index)):
+        assert copy.flags.c_contiguous and copy.flags.writeable and not np.shares_memory(view, copy)
+        np.testing.assert_array_equal(copy, view)
+    assert compact.num_points == 10 and len(compact) == 9
+
+
 def test_scan_arrays_are_read_only_and_empty_clouds_work():
     xyz = np.array([[1, 2, 3], [np.nan, 0, 0]], dtype=np.float32)
     for kind in ("bytes", "ndarray", "array"):
