@@ -5,13 +5,12 @@
         output_prefix:=/perception/segmentation device:=cuda:0 use_sim_time:=true
 
 Outputs: <output_prefix>/segmentation, <output_prefix>/visualization, <output_prefix>/filtered
-(default prefix: the node's own ~/output/pointcloud). `checkpoint` and `device`, when given, override the
+(default: the node's own ~/output/pointcloud/...). `checkpoint` and `device`, when given, override the
 params file's values; otherwise the params file (default: the shipped config/segment.param.yaml) decides.
+The launch imports are inside the functions so the argument logic (`node_arguments`) is testable without
+a ROS distro (launch / launch_ros are not on PyPI).
 """
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from __future__ import annotations
 
 from elite_ros.params import default_params_file
 
@@ -33,30 +32,34 @@ def _true(text: str) -> bool:
     return text.strip().lower() in ("true", "1", "yes", "on")
 
 
-def _node(context, *args, **kwargs):
-    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    overrides = {"use_sim_time": _true(value["use_sim_time"])}
+def node_arguments(values: dict[str, str]) -> dict:
+    """launch_ros Node keyword arguments from the launch arguments' values (strings)."""
+    overrides: dict = {"use_sim_time": _true(values["use_sim_time"])}
     for name in ("checkpoint", "device"):
-        if value[name].strip():
-            overrides[name] = value[name].strip()
-    remappings = [("~/input/pointcloud", value["input_topic"])]
-    prefix = value["output_prefix"].strip().rstrip("/")
+        if values[name].strip():
+            overrides[name] = values[name].strip()
+    remappings = [("~/input/pointcloud", values["input_topic"])]
+    prefix = values["output_prefix"].strip().rstrip("/")
     if prefix:
         remappings += [(f"~/output/pointcloud/{out}", f"{prefix}/{out}") for out in OUTPUTS]
-    return [
-        Node(
-            package="elite_ros",
-            executable="segment_node",
-            name=value["node_name"],
-            output="screen",
-            emulate_tty=True,
-            parameters=[value["params_file"], overrides],
-            remappings=remappings,
-        )
-    ]
+    return {
+        "package": "elite_ros", "executable": "segment_node", "name": values["node_name"], "output": "screen",
+        "emulate_tty": True, "parameters": [values["params_file"], overrides], "remappings": remappings,
+    }
 
 
-def generate_launch_description() -> LaunchDescription:
+def _node(context, *args, **kwargs):
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    return [Node(**node_arguments(values))]
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=default, description=text)
          for name, (default, text) in ARGUMENTS.items()]

@@ -1,0 +1,65 @@
+"""launch/segment.launch.py: its argument logic everywhere; the launch description where launch_ros imports."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from elite_ros.params import default_params_file, load_params_file
+
+LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "segment.launch.py"
+REQUIRED_ARGUMENTS = {"input_topic", "output_prefix", "params_file", "checkpoint", "device", "use_sim_time"}
+
+
+@pytest.fixture(scope="module")
+def launch_module():
+    spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # no launch import at module level
+    return module
+
+
+def defaults(module) -> dict[str, str]:
+    return {name: default for name, (default, _) in module.ARGUMENTS.items()}
+
+
+def test_arguments_and_defaults(launch_module):
+    assert REQUIRED_ARGUMENTS <= set(launch_module.ARGUMENTS)
+    values = defaults(launch_module)
+    assert Path(values["params_file"]) == default_params_file()
+    load_params_file(values["params_file"])  # the default params file is valid
+    args = launch_module.node_arguments(values)
+    assert args["executable"] == "segment_node" and args["package"] == "elite_ros"
+    assert args["parameters"] == [values["params_file"], {"use_sim_time": False}]  # params file decides the rest
+    assert args["remappings"] == [("~/input/pointcloud", "/pointcloud")]
+
+
+def test_arguments_override_topics_device_checkpoint_and_sim_time(launch_module):
+    values = defaults(launch_module) | {"input_topic": "/velodyne_points", "output_prefix": "/perception/seg/",
+                                        "device": "cuda:1", "checkpoint": "/models/s.safetensors",
+                                        "use_sim_time": "true"}
+    args = launch_module.node_arguments(values)
+    assert args["parameters"][1] == {"use_sim_time": True, "device": "cuda:1", "checkpoint": "/models/s.safetensors"}
+    assert dict(args["remappings"]) == {
+        "~/input/pointcloud": "/velodyne_points",
+        "~/output/pointcloud/segmentation": "/perception/seg/segmentation",
+        "~/output/pointcloud/visualization": "/perception/seg/visualization",
+        "~/output/pointcloud/filtered": "/perception/seg/filtered",
+    }
+
+
+def test_launch_description_builds_the_node(launch_module):
+    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI; it comes with a ROS 2 distro install")
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch_ros.actions import Node
+
+    description = launch_module.generate_launch_description()
+    declared = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    assert REQUIRED_ARGUMENTS <= declared
+    context = LaunchContext()
+    context.launch_configurations.update(defaults(launch_module) | {"input_topic": "/velodyne_points"})
+    opaque = next(e for e in description.entities if isinstance(e, OpaqueFunction))
+    (node,) = opaque.execute(context)
+    assert isinstance(node, Node)
