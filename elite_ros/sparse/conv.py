@@ -28,7 +28,10 @@ class SubMConv3d(nn.Module):
         self.kernel_size = int(kernel_size)
         k = self.kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels))
+        else:
+            self.register_parameter("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
