@@ -35,6 +35,7 @@ from elite_ros.params import ParameterError, SegmentParams, load_params_file
 
 UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
                   "are meaningless; they only show that the pipeline runs end to end.")
+UNTRAINED_FIGURE_NOTE = "UNTRAINED weights: labels meaningless"
 EXIT_USAGE = 2
 DEMO_FRAMES = 3  # synthetic frames the demo generates (3-5 keep it under 2 minutes on 2 cores)
 DEMO_FIXTURE = ("semantickitti", "spvnas_000000")  # labelled real scan in ../shared/data
@@ -153,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if ground_truth.found:
         context["ground_truth"] = f"field '{ground_truth.found}'"
     write_report(report, evaluation, context=context, notes=notes, attributions=_attributions(recording),
-                 overwrite=args.overwrite)
+                 figure_note=UNTRAINED_FIGURE_NOTE if notes else "", overwrite=args.overwrite)
     _print_result(evaluation, report)
     return 0
 
@@ -284,9 +285,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(summary.text())
     notes = [] if handler.trained else [UNTRAINED_NOTE]
     attributions = [KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION] if "SemanticKITTI" in source else []
-    context = _context(recording, handler, params) | {"source": source}
+    context = _context(recording, handler, params) | {"source": source, "ground_truth": "field 'label'"}
     report = write_report(run / "report", evaluation, title="elite_ros demo report", context=context, notes=notes,
-                          attributions=attributions)
+                          attributions=attributions, figure_note=UNTRAINED_FIGURE_NOTE if notes else "")
     if not handler.trained:
         print(f"NOTE: {UNTRAINED_NOTE}")
     _print_result(evaluation, report)

@@ -163,6 +163,7 @@ def write_report(
     context: dict[str, Any] | None = None,
     attributions: Iterable[str] = (),
     notes: Iterable[str] = (),
+    figure_note: str = "",
     overwrite: bool = False,
 ) -> Path:
     """Write report.md, metrics.json and the three PNGs into `out_dir`, atomically; returns `out_dir`.
@@ -170,6 +171,7 @@ def write_report(
     context: extra key/values shown in the report and stored in metrics.json (input, checkpoint, device...).
     attributions: dataset credits printed at the end (e.g. KITTI_ATTRIBUTION).
     notes: lines printed prominently at the top (e.g. "weights are untrained").
+    figure_note: short text added to every figure's title (e.g. "UNTRAINED weights").
     Refuses an existing `out_dir` unless `overwrite`.
     """
     out_dir = Path(out_dir)
@@ -183,9 +185,9 @@ def write_report(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        _plot_confusion(evaluation.confusion, tmp / "confusion.png")
-        _plot_iou(evaluation.iou, metrics["miou"], tmp / "per_class_iou.png")
-        _plot_latency(evaluation.latency_ms, evaluation.stage_ms, tmp / "latency.png")
+        _plot_confusion(evaluation.confusion, tmp / "confusion.png", figure_note)
+        _plot_iou(evaluation.iou, metrics["miou"], tmp / "per_class_iou.png", figure_note)
+        _plot_latency(evaluation.latency_ms, evaluation.stage_ms, tmp / "latency.png", figure_note)
         (tmp / "report.md").write_text(_markdown(title, metrics))
         if out_dir.exists():  # overwrite: move the old one aside, swap, then delete it
             old = out_dir.with_name(f".{out_dir.name}.old")
@@ -264,7 +266,7 @@ def _pyplot():
     return plt
 
 
-def _plot_confusion(confusion: np.ndarray, path: Path) -> None:
+def _plot_confusion(confusion: np.ndarray, path: Path, figure_note: str = "") -> None:
     """Row-normalised 19x19 confusion (class 0 dropped), rows = ground truth."""
     plt = _pyplot()
     cm = confusion[1:, 1:].astype(np.float64)
@@ -278,7 +280,8 @@ def _plot_confusion(confusion: np.ndarray, path: Path) -> None:
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
-    ax.set_title("Confusion (row-normalised; grey rows: class absent from ground truth)")
+    ax.set_title("Confusion (row-normalised; grey rows: class absent from ground truth)"
+                 + (f"\n{figure_note}" if figure_note else ""))
     ax.set_facecolor("#d0d0d0")
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the ground-truth class")
     fig.tight_layout()
@@ -286,7 +289,7 @@ def _plot_confusion(confusion: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_iou(iou: np.ndarray, miou: float | None, path: Path) -> None:
+def _plot_iou(iou: np.ndarray, miou: float | None, path: Path, figure_note: str = "") -> None:
     """Horizontal bars of per-class IoU in the class palette; absent classes marked n/a."""
     plt = _pyplot()
     names = CLASS_NAMES[1:]
@@ -301,7 +304,7 @@ def _plot_iou(iou: np.ndarray, miou: float | None, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 105)
     ax.set_xlabel("IoU %")
-    ax.set_title(f"Per-class IoU (mIoU {_fmt(miou, 100)} %)")
+    ax.set_title(f"Per-class IoU (mIoU {_fmt(miou, 100)} %)" + (f"\n{figure_note}" if figure_note else ""))
     if miou is not None:
         ax.axvline(miou * 100, color="black", linestyle="--", linewidth=1)
     fig.tight_layout()
@@ -309,7 +312,7 @@ def _plot_iou(iou: np.ndarray, miou: float | None, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_latency(total_ms: Sequence[float], stage_ms: dict[str, list[float]], path: Path) -> None:
+def _plot_latency(total_ms: Sequence[float], stage_ms: dict[str, list[float]], path: Path, figure_note: str = "") -> None:
     """Per-frame stage times (stacked) and total, with the p50/p99 lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
@@ -327,9 +330,12 @@ def _plot_latency(total_ms: Sequence[float], stage_ms: dict[str, list[float]], p
         ax.legend(fontsize=8, loc="upper right")
     else:
         ax.text(0.5, 0.5, "no timed frames", ha="center", va="center", transform=ax.transAxes)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("frame")
     ax.set_ylabel("ms")
-    ax.set_title("Processing time per frame")
+    ax.set_title("Processing time per frame" + (f" ({figure_note})" if figure_note else ""))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -104,3 +104,24 @@ def test_report_folder(tmp_path: Path):
     write_report(out, Evaluation(), overwrite=True)
     assert json.loads((out / "metrics.json").read_text())["miou"] is None
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no temp folders left behind
+
+
+def test_ground_truth_from_cloud_fields():
+    from elite_ros.bag import TYPESTORE
+    from elite_ros.cloud import make_cloud
+    from elite_ros.evaluate import CloudGroundTruth
+
+    header = TYPESTORE.types["std_msgs/msg/Header"](
+        stamp=TYPESTORE.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="l")
+    xyz = np.zeros(3, np.float32)
+    msg = make_cloud({"x": xyz, "y": xyz, "z": xyz, "label": np.array([10, 40 | (2 << 16), 0], np.uint32),
+                      "class_id": np.array([3, 4, 5], np.uint8)}, header)
+    auto = CloudGroundTruth()
+    np.testing.assert_array_equal(auto(msg), [1, 9, 0])  # raw ids through the learning map
+    assert auto.found == "label"
+    np.testing.assert_array_equal(CloudGroundTruth(exclude=["label"])(msg), [3, 4, 5])
+    np.testing.assert_array_equal(CloudGroundTruth("class_id")(msg), [3, 4, 5])
+    with pytest.raises(ValueError, match="'gt'"):
+        CloudGroundTruth("gt")(msg)
+    bare = make_cloud({"x": xyz, "y": xyz, "z": xyz}, header)
+    assert CloudGroundTruth()(bare) is None
