@@ -628,6 +628,7 @@ def test_make_cloud_defaults_to_the_kilted_typestore():
     KILTED.serialize_cdr(msg, msg.__msgtype__)
 
 
+@pytest.mark.ros
 def test_rclpy_messages():
     msgs = pytest.importorskip("sensor_msgs.msg")
     from std_msgs.msg import Header
