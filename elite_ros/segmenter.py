@@ -146,9 +146,13 @@ class Segmenter:
         load_checkpoint(path, model)
         segmenter = cls(model, metadata, device=resolved, dtype=dtype, tta_votes=tta_votes,
                         max_points=max_points, intensity_scale=intensity_scale, warmup=False)
-        segmenter.backend  # fail now, not on the first scan, if the backend cannot run here
+        backend_name = segmenter.backend  # fail now, not on the first scan, if the backend cannot run here
         if warmup:
-            segmenter.warm_up()
+            try:
+                segmenter.warm_up()
+            except RuntimeError as error:  # e.g. a kernel without this precision on this GPU
+                raise RuntimeError(f"sparse backend {backend_name!r} failed a {precision} warm-up scan on "
+                                   f"{resolved}: {error}") from error
         return segmenter
 
     @property

@@ -17,8 +17,9 @@ Three exact algebraic rewrites make it cheaper than the official code without ch
   carry the same input), then a point-weighted mean over (voxel, voxel) pairs replaces the per-point one
   (`VoxelTransition`);
 - the decoder's first Linear is split into four 64-column blocks applied per voxel of each block's output
-  scale and summed per point (Linear over a concatenation = sum of Linears over the parts), the gather
-  and sum fused in one `embedding_bag`.
+  scale and summed (Linear over a concatenation = sum of Linears over the parts), the gather and sum
+  fused in one `embedding_bag`; the whole decoder runs once per distinct tuple of stage voxels (points
+  sharing all four voxels get identical logits) and is gathered back to the points.
 Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (see voxel.py).
 """
 from __future__ import annotations
@@ -220,7 +221,7 @@ class Student(nn.Module):
         for block in self.stages:
             voxels.transition(block.scale, block.out_scale)
             voxels.coarsened(block.scale, CONTEXT_FACTOR)
-        voxels.point_to_voxel_table(self.config.stage_scales)
+        voxels.voxel_combinations(self.config.stage_scales)
 
     def input_features(self, points: Tensor, voxels: MultiScaleVoxels) -> Tensor:
         """(Np, in + 6): points ++ (xyz - voxel mean) ++ (xyz - voxel lower corner) at the base grid."""
@@ -263,9 +264,10 @@ class Student(nn.Module):
             features = point + pooled
             # decoder Linear over the concatenation == sum of its column blocks, applied per voxel
             decoder_parts.append(point @ decoder_weight[:, index * channels:(index + 1) * channels].t())
-        table = voxels.point_to_voxel_table(self.config.stage_scales)
-        decoded = F.embedding_bag(table, torch.cat(decoder_parts), mode="sum") + self.classifier[0].bias
-        logits = self.classifier[2](self.classifier[1](decoded))
+        # the decoder runs once per distinct (voxel per stage) tuple, then is gathered to the points
+        rows, point_to_row = voxels.voxel_combinations(self.config.stage_scales)
+        decoded = F.embedding_bag(rows, torch.cat(decoder_parts), mode="sum") + self.classifier[0].bias
+        logits = self.classifier[2](self.classifier[1](decoded)).index_select(0, point_to_row)
         return StudentOutput(logits=logits, stages=stages)
 
 

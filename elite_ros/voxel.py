@@ -201,6 +201,7 @@ class MultiScaleVoxels:
     _transitions: dict[tuple[int, int], VoxelTransition] = field(default_factory=dict, repr=False)
     _coarsened: dict[tuple[int, int], Coarsening] = field(default_factory=dict, repr=False)
     _tables: dict[tuple[int, ...], Tensor] = field(default_factory=dict, repr=False)
+    _combinations: dict[tuple[int, ...], tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def num_points(self) -> int:
@@ -243,6 +244,33 @@ class MultiScaleVoxels:
                 offset += self[scale].num_voxels
             self._tables[scales] = torch.stack(columns, dim=1)
         return self._tables[scales]
+
+
+    def voxel_combinations(self, scales: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """Cached distinct tuples (voxel at each of `scales`) over the points.
+
+        Returns (rows (U, len(scales)) int64, as in `point_to_voxel_table`; inverse (Np,) int64 the row of
+        each point). Points with the same tuple get the same result from any per-voxel computation, so it
+        can run on U rows (~a quarter of the points for scales 2, 4, 8, 16) and be gathered back.
+        """
+        scales = tuple(scales)
+        if scales not in self._combinations:
+            key = torch.zeros(self.num_points, dtype=torch.int64, device=self.batch_index.device)
+            span = 1
+            for scale in scales:
+                count = max(self[scale].num_voxels, 1)
+                if span * count >= _KEY_LIMIT:  # compress before the key would overflow int64
+                    _, key, counts, _, _ = sorted_groups(key)
+                    span = max(int(counts.shape[0]), 1)
+                key = key * count + self[scale].point_to_voxel
+                span *= count
+            _, inverse, _, order, offsets = sorted_groups(key)
+            rows = self.point_to_voxel_table(scales).index_select(0, order[offsets])
+            self._combinations[scales] = (rows, inverse)
+        return self._combinations[scales]
+
+
+_KEY_LIMIT = 1 << 62  # linear keys stay below this (int64)
 
 
 def sorted_groups(key: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -188,3 +188,12 @@ def test_backends_agree_on_a_real_scan(data_dir):
         torch.testing.assert_close(output.logits, reference.logits, rtol=1e-4, atol=1e-4, msg=backend)
         for stage, expected in zip(output.stages, reference.stages):
             torch.testing.assert_close(stage.voxel_features, expected.voxel_features, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2])
+def test_empty_and_tiny_clouds(count):
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8), sparse_backend="native").eval()
+    with torch.no_grad():
+        output = model(StudentInput.from_points(torch.rand(count, 4) * 4))
+    assert output.logits.shape == (count, 20)
+    assert [stage.voxel_features.shape for stage in output.stages] == [(count, 8)] * 4

@@ -195,3 +195,14 @@ def test_voxel_transition_weights_sum_to_one():
     features = torch.tensor([[1.0], [10.0], [100.0]])
     # destination 0 holds points of voxels 0, 1; destination 1 of voxels 0, 1, 1, 2
     assert transition.apply(features).flatten().tolist() == pytest.approx([5.5, (1 + 10 + 10 + 100) / 4])
+
+
+def test_voxel_combinations_group_points_with_identical_voxels(data_dir):
+    points = _real_points(data_dir, 3000, seed=3)
+    voxels = voxelise(points[:, :3], (torch.arange(3000) % 2), 2)
+    scales = (2, 4, 8, 16)
+    rows, inverse = voxels.voxel_combinations(scales)
+    table = voxels.point_to_voxel_table(scales)
+    assert torch.equal(rows[inverse], table)  # every point's row is its own tuple
+    assert rows.shape[0] == torch.unique(table, dim=0).shape[0]  # and the rows are distinct
+    assert voxels.voxel_combinations(scales)[0] is rows  # cached
