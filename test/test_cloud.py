@@ -246,7 +246,7 @@ def test_luminar_outputs_serialise_with_the_message_library(luminar, luminar_bag
     ):
         assert type(out) is type(msg) and isinstance(out.data, np.ndarray)
         again = KILTED.deserialize_cdr(KILTED.serialize_cdr(out, out.__msgtype__), out.__msgtype__)
-        assert bytes(again.data) == bytes(out.data) and again.fields == out.fields and again.point_step == 24
+        assert bytes(again.data) == bytes(out.data) and again.fields == out.fields
     ros1_out = cloud.with_labels(luminar[0], (np.arange(luminar[0].width) % 20).astype(np.uint8))
     again = NOETIC.deserialize_ros1(NOETIC.serialize_ros1(ros1_out, ros1_out.__msgtype__), ros1_out.__msgtype__)
     assert again.point_step == 36 and again.fields[-1].name == "class_id"
