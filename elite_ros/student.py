@@ -15,7 +15,7 @@ Three exact algebraic rewrites make it cheaper than the official code without ch
   of the mean);
 - the point encoder's output MLP runs once per voxel instead of once per point (all points of a voxel
   carry the same input), then a point-weighted mean over (voxel, voxel) pairs replaces the per-point one
-  (`VoxelTransition`);
+  (`VoxelTransition`); its first Linear is split so the context half runs once per context voxel;
 - the decoder's first Linear is split into four 64-column blocks applied per voxel of each block's output
   scale and summed (Linear over a concatenation = sum of Linears over the parts), the gather and sum
   fused in one `embedding_bag`; the whole decoder runs once per distinct tuple of stage voxels (points
@@ -166,8 +166,14 @@ class PointEncoder(nn.Module):
         MLP per voxel and the point-weighted mean to the `out_scale` voxels.
         """
         coarse = voxels.coarsened(scale, CONTEXT_FACTOR)
-        context = self.context(coarse.mean.apply(features)).index_select(0, coarse.parent)
-        fused = self.output(torch.cat([self.identity(features), context], dim=1))
+        context = self.context(coarse.mean.apply(features))  # (parents, C)
+        # output[0] over cat(identity, broadcast context) == identity part + context part broadcast,
+        # the context part computed once per parent voxel
+        first = self.output[0]
+        channels = features.shape[1]
+        context_part = F.linear(context, first.weight[:, channels:], first.bias).index_select(0, coarse.parent)
+        fused = torch.addmm(context_part, self.identity(features), first.weight[:, :channels].t())
+        fused = self.output[2](self.output[1](fused))
         return voxels.transition(scale, out_scale).apply(fused)
 
 
