@@ -393,12 +393,16 @@ def scatter_mean(values: Tensor, index: Tensor, num_segments: int, counts: Tenso
     """Mean of the rows of `values` (N, C) that share an index (N,) in [0, num_segments) -> (num_segments, C).
 
     Empty segments get 0. `counts` (num_segments,) may be passed when known (e.g. ScaleVoxels.counts).
-    Differentiable (index_add_).
+    Differentiable. 2-D values go through one stable sort + a fused `embedding_bag` (several times faster
+    than `index_add_` on the CPU); other shapes use `index_add_`.
     """
-    out = values.new_zeros((num_segments,) + tuple(values.shape[1:]))
-    out.index_add_(0, index, values)
     if counts is None:
         counts = torch.bincount(index, minlength=num_segments)
+    if values.ndim == 2 and values.is_floating_point() and num_segments > 0:
+        order = torch.argsort(index, stable=True)
+        return F.embedding_bag(order, values, _first_offsets(counts), mode="mean")
+    out = values.new_zeros((num_segments,) + tuple(values.shape[1:]))
+    out.index_add_(0, index, values)
     divisor = counts.clamp_min(1).to(values.dtype)
     return out / divisor.view((-1,) + (1,) * (values.ndim - 1))
 

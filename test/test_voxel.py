@@ -129,6 +129,8 @@ def test_scatter_mean_and_max_against_a_loop():
     assert torch.allclose(scatter_mean(values, index, 32, counts), mean)
     mean.sum().backward()  # differentiable: d mean / d value = 1 / count
     assert torch.allclose(values.grad[:, 0], 1.0 / counts[index].double())
+    column = scatter_mean(values.detach()[:, 1], index, 32)  # 1-D values take the index_add_ path
+    assert torch.allclose(column, mean.detach()[:, 1])
 
 
 def test_transition_equals_point_level_scatter_mean(data_dir):
