@@ -337,14 +337,16 @@ def _xyz(layout: _Layout, fx: _Field, fy: _Field, fz: _Field) -> np.ndarray:
 def _fast_all_finite(layout: _Layout, xyz: np.ndarray) -> bool:
     """True only if every x, y, z is finite; False means "not known", never a wrong True.
 
-    Cheapest first: when x, y, z are native float32 on a 4-byte grid, min and max of the whole buffer
+    Cheapest first: when x, y, z are native float32 on a 4-byte grid of an aligned buffer (rclpy and
+    rosbag2 messages; ROS 1 bags read by rosbags are not aligned), min and max of the whole buffer
     read as float32 (two SIMD passes over contiguous memory) are finite only if every value is, xyz
     included; other fields whose bits read as NaN or inf make this inconclusive, not wrong. Otherwise
     x + y + z is finite exactly when all three are, unless it overflows (then inconclusive too).
     """
     n = layout.num_points
     grid_4 = layout.point_step % 4 == 0 and (layout.height == 1 or layout.row_step % 4 == 0)
-    if layout.format.xyz_native_f32 and grid_4:
+    aligned = layout.buffer.ctypes.data % 4 == 0  # numpy's min/max are SIMD only on aligned float32
+    if layout.format.xyz_native_f32 and grid_4 and aligned:
         size = (layout.height - 1) * layout.row_step + layout.width * layout.point_step
         words = np.ndarray((size // 4,), dtype=np.float32, buffer=layout.buffer)
         with np.errstate(invalid="ignore"):
