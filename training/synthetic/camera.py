@@ -16,7 +16,7 @@ from elite_ros.labels import to_training_ids
 from .materials import albedo
 from .noise import value_noise
 from .pose import EgoPose
-from .raycast import cast, hit_surface
+from .raycast import NOTHING, cast, hit_surface
 from .scene import Scene
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 1242, 375  # KITTI odometry colour images, pixels
@@ -142,7 +142,8 @@ def render(scene: Scene, pose: EgoPose, rng: np.random.Generator) -> CameraFrame
 
     flat_dirs = dirs.reshape(-1, 3)
     rgb = np.empty((flat_dirs.shape[0], 3))
-    rgb[:] = sky(flat_dirs)
+    open_sky = (hits.primitive == NOTHING).reshape(-1)
+    rgb[open_sky] = sky(flat_dirs[open_sky])
     hit_dirs = flat_dirs[surf.flat_index]
     normal = surf.sample.normal
     facing = np.where(((normal * hit_dirs).sum(axis=1) > 0)[:, None], -normal, normal)  # two-sided lighting

@@ -76,15 +76,15 @@ def reflectivity(s: SurfaceSample) -> np.ndarray:
 
 def albedo(s: SurfaceSample) -> np.ndarray:
     """(n, 3) camera albedo 0..1 of each sample (textures from world / local coordinates)."""
-    out = np.zeros((s.material.shape[0], 3))
-    for material in np.unique(s.material):
-        m = s.material == material
-        out[m] = _TEXTURES[Material(int(material))](_subset(s, m))
+    order = np.argsort(s.material, kind="stable")  # group by material: one gather, then contiguous slices
+    grouped = SurfaceSample(*(getattr(s, f)[order] for f in SurfaceSample.__dataclass_fields__))
+    materials, starts = np.unique(grouped.material, return_index=True)
+    ends = np.append(starts[1:], order.shape[0])
+    out = np.empty((order.shape[0], 3))
+    for material, a, b in zip(materials, starts, ends):
+        part = SurfaceSample(*(getattr(grouped, f)[a:b] for f in SurfaceSample.__dataclass_fields__))
+        out[order[a:b]] = _TEXTURES[Material(int(material))](part)
     return np.clip(out, 0.0, 1.0)
-
-
-def _subset(s: SurfaceSample, m: np.ndarray) -> SurfaceSample:
-    return SurfaceSample(*(getattr(s, f)[m] for f in SurfaceSample.__dataclass_fields__))
 
 
 def _grey(v: np.ndarray, tint=(1.0, 1.0, 1.0)) -> np.ndarray:
