@@ -103,8 +103,9 @@ class SegmentationHandler:
             )
         except (CheckpointError, OSError) as error:
             raise ParameterError("checkpoint", str(error)) from None
-        except (ValueError, RuntimeError) as error:  # backend not usable on this device, ...
-            raise ParameterError("backend", str(error)) from None
+        except (ValueError, RuntimeError) as error:  # metadata the model refuses, backend not usable here, ...
+            about_file = bool(params.checkpoint) and params.checkpoint in str(error) or ".safetensors" in str(error)
+            raise ParameterError("checkpoint" if about_file else "backend", str(error)) from None
         return cls(segmenter, params)
 
     @property

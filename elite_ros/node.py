@@ -42,16 +42,23 @@ OUTPUT_TOPIC = "~/output/pointcloud/{}"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 DIAGNOSTICS_PERIOD_S = 1.0
 LOG_THROTTLE_S = 5.0  # malformed-cloud warnings at most this often
-#: sensor data: newest scan only, never a backlog (rclcpp::SensorDataQoS with depth 1)
-INPUT_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-    durability=DurabilityPolicy.VOLATILE,
-)
-#: outputs: reliable so RViz / reliable subscribers match, keep last 1 so a slow one never holds us back
-OUTPUT_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
+
+
+def input_qos() -> QoSProfile:
+    """Sensor data: newest scan only, never a backlog (rclcpp::SensorDataQoS with depth 1).
+
+    A fresh profile per call: rclpy applies QoS-override parameters to the profile object in place.
+    """
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def output_qos() -> QoSProfile:
+    """Reliable so RViz / reliable subscribers match; keep last 1 so a slow one never holds us back."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
 DEBUG_QOS = 10
 _SCHEMA_TYPES = {
     "string": ParameterType.PARAMETER_STRING, "boolean": ParameterType.PARAMETER_BOOL,
@@ -120,11 +127,11 @@ class SegmentNode(Node):
             self.handler = SegmentationHandler(segmenter, self.params)
         qos_overrides = QoSOverridingOptions.with_default_policies()
         self._input = self.create_subscription(
-            PointCloud2, INPUT_TOPIC, self._on_cloud, INPUT_QOS, qos_overriding_options=qos_overrides,
+            PointCloud2, INPUT_TOPIC, self._on_cloud, input_qos(), qos_overriding_options=qos_overrides,
         )
         outputs = [o for o in OUTPUTS if o != "visualization" or self.params.publish_rgb]
         self._outputs = {
-            name: self.create_publisher(PointCloud2, OUTPUT_TOPIC.format(name), OUTPUT_QOS,
+            name: self.create_publisher(PointCloud2, OUTPUT_TOPIC.format(name), output_qos(),
                                         qos_overriding_options=qos_overrides)
             for name in outputs
         }

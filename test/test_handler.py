@@ -171,3 +171,19 @@ def test_from_params_names_the_bad_parameter(tmp_path: Path):
 
 def test_decode_keeps_all_points_of_luminar(luminar):
     assert len(decode(luminar[0])) == luminar[0].width  # is_dense: every point finite
+
+
+def test_big_endian_float64_and_organised_layouts(segmenter):
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-20, 20, (64, 3))
+    handler = SegmentationHandler(segmenter)
+    big = make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2] * 0.1,
+                      "intensity": rng.integers(0, 255, 64).astype(np.uint8)}, header_of(9), is_bigendian=True)
+    result = handler.process(big)
+    assert result.ok, result.error
+    seg = result.outputs["segmentation"]
+    assert seg.is_bigendian and read_points(seg)["class_id"].shape == (64,)
+    np.testing.assert_array_equal(read_points(seg)["x"], xyz[:, 0])
+    organised = dataclasses.replace(big, height=8, width=8, row_step=8 * big.point_step)
+    result = handler.process(organised)
+    assert result.ok and (result.outputs["segmentation"].height, result.outputs["segmentation"].width) == (8, 8)

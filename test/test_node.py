@@ -208,6 +208,27 @@ def test_missing_checkpoint_named(ros_context, tmp_path):
         make_node(ros_context, tmp_path / "nope.safetensors")
 
 
+def test_qos_overrides_for_bag_replay(ros_context, tiny_checkpoint):
+    from rclpy.qos import ReliabilityPolicy
+
+    override = Parameter("qos_overrides./segment_node/input/pointcloud.subscription.reliability", value="reliable")
+    node = SegmentNode(context=ros_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu"), override])
+    try:
+        assert node._input.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        assert node._input.qos_profile.depth == 1
+    finally:
+        node.destroy_node()
+    default = make_node(ros_context, tiny_checkpoint)
+    try:
+        assert default._input.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+        descriptor = default.describe_parameter("max_range")
+        assert descriptor.read_only and descriptor.floating_point_range[0].to_value == 1000.0
+        assert "metres" in descriptor.description
+    finally:
+        default.destroy_node()
+
+
 def test_main_exits_with_error_on_invalid_parameter(capfd):
     assert main(["--ros-args", "-p", "tta_votes:=99"]) == 2
     assert "tta_votes" in capfd.readouterr().err
