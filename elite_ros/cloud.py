@@ -345,12 +345,13 @@ def _fast_all_finite(layout: _Layout, xyz: np.ndarray) -> bool:
     """
     n = layout.num_points
     grid_4 = layout.point_step % 4 == 0 and (layout.height == 1 or layout.row_step % 4 == 0)
-    aligned = layout.buffer.ctypes.data % 4 == 0  # numpy's min/max are SIMD only on aligned float32
-    if layout.format.xyz_native_f32 and grid_4 and aligned:
+    if layout.format.xyz_native_f32 and grid_4:
         size = (layout.height - 1) * layout.row_step + layout.width * layout.point_step
         words = np.ndarray((size // 4,), dtype=np.float32, buffer=layout.buffer)
-        with np.errstate(invalid="ignore"):
-            if np.isfinite(np.minimum.reduce(words)) and np.isfinite(np.maximum.reduce(words)):
+        if words.flags.aligned:  # numpy's min/max are SIMD only on aligned float32
+            with np.errstate(invalid="ignore"):
+                low, high = np.minimum.reduce(words), np.maximum.reduce(words)
+            if -np.inf < low and high < np.inf:  # False for NaN too
                 return True
     total = np.empty(n, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
