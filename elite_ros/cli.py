@@ -40,6 +40,7 @@ EXIT_USAGE = 2
 DEMO_FRAMES = 3  # synthetic frames the demo generates (3-5 keep it under 2 minutes on 2 cores)
 DEMO_FIXTURE = ("semantickitti", "spvnas_000000")  # labelled real scan in ../shared/data
 DATA_ENV = "ELITE_ROS_DATA"
+OUTPUTS_ALL = ("segmentation", "visualization", "filtered")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -97,7 +98,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     recording = Recording.open(args.input)
     params = _params(args)
     handler = _handler(params)
-    outputs = ["segmentation"] + (["visualization"] if args.visualization else []) + (["filtered"] if args.filtered else [])
+    outputs = ["segmentation"] + ["visualization"] * args.visualization + ["filtered"] * args.filtered
     output = Path(args.output) if args.output else default_output_path(args.input)
     summary = replay(recording, handler, output=output, topics=args.topic, outputs=outputs,
                      keep_other_topics=args.keep_other_topics, storage=args.storage, progress=not args.no_progress,
@@ -120,7 +121,8 @@ def _evaluate_stored(recording, topics, field: str, ground_truth: CloudGroundTru
     for message in tqdm(recording.messages(chosen), total=total, disable=not progress, desc="evaluate"):
         points = read_points(message.msg)
         if field not in points.dtype.names:
-            raise ParameterError("--stored-predictions", f"field {field!r} not in {message.topic} (fields: {points.dtype.names})")
+            raise ParameterError("--stored-predictions",
+                                 f"field {field!r} not in {message.topic} (fields: {points.dtype.names})")
         prediction = ground_truth_ids(points[field], "raw" if field == "label" else "train")
         evaluation.add_frame(None, points.shape[0])
         truth = ground_truth(message.msg)
@@ -138,7 +140,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ground_truth = CloudGroundTruth(args.gt_field, args.gt_kind, exclude=exclude)
     notes: list[str] = []
     if args.stored_predictions:
-        evaluation = _evaluate_stored(recording, args.topic, args.stored_predictions, ground_truth, not args.no_progress)
+        evaluation = _evaluate_stored(recording, args.topic, args.stored_predictions, ground_truth,
+                                      not args.no_progress)
         context = {"input": str(recording.path), "predictions": f"stored field '{args.stored_predictions}'"}
     else:
         params = _params(args)
@@ -171,7 +174,7 @@ def _print_result(evaluation: Evaluation, report: Path) -> None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from elite_ros.cloud import DATATYPE_NAMES, decode
-    from elite_ros.replay import CLOUD_TYPE, Recording
+    from elite_ros.replay import Recording
 
     recording = Recording.open(args.input)
     print(f"{recording.path} ({recording.kind})")
@@ -186,14 +189,15 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  frame_id {msg.header.frame_id!r}, point_step {msg.point_step}, row_step {msg.row_step}, "
                       f"{'big' if msg.is_bigendian else 'little'}-endian, is_dense {bool(msg.is_dense)}")
                 print("  fields: " + ", ".join(
-                    f"{f.name} {DATATYPE_NAMES.get(f.datatype, f.datatype)}@{f.offset}" + (f"x{f.count}" if f.count != 1 else "")
-                    for f in msg.fields))
+                    f"{f.name} {DATATYPE_NAMES.get(f.datatype, f.datatype)}@{f.offset}"
+                    + (f"x{f.count}" if f.count != 1 else "") for f in msg.fields))
             try:
                 finite = f"{len(decode(msg, intensity_field=None)):,} finite"
             except ValueError as error:
                 finite = f"malformed: {error}"
             stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            print(f"  [{i}] stamp {stamp:.6f}  {msg.height} x {msg.width} = {msg.height * msg.width:,} points ({finite})")
+            count = msg.height * msg.width
+            print(f"  [{i}] stamp {stamp:.6f}  {msg.height} x {msg.width} = {count:,} points ({finite})")
     return 0
 
 
@@ -280,7 +284,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     handler = _handler(params)
     run = _free_path(cache / time.strftime("run_%Y%m%d_%H%M%S"))
     evaluation = Evaluation()
-    summary = replay(recording, handler, output=run / "segmented", outputs=("segmentation", "visualization", "filtered"),
+    summary = replay(recording, handler, output=run / "segmented", outputs=OUTPUTS_ALL,
                      evaluation=evaluation, ground_truth=CloudGroundTruth(), progress=not args.no_progress)
     print(summary.text())
     notes = [] if handler.trained else [UNTRAINED_NOTE]
@@ -344,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="no ROS, no GPU: segment and evaluate a small labelled input, print the report")
     p.add_argument("--cache", help="where the demo input and runs go (default: ~/.cache/elite_ros/demo)")
-    p.add_argument("--frames", type=int, default=DEMO_FRAMES, help=f"synthetic frames to generate (default {DEMO_FRAMES})")
+    p.add_argument("--frames", type=int, default=DEMO_FRAMES,
+                   help=f"synthetic frames to generate (default {DEMO_FRAMES})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_params_options(p)
     p.set_defaults(func=cmd_demo)

@@ -94,7 +94,8 @@ def ground_truth_ids(values: np.ndarray, kind: str) -> np.ndarray:
     if kind == "train":
         values = np.asarray(values)
         if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
-            raise ValueError(f"training-id ground truth must lie in 0..{NUM_CLASSES - 1}, got {values.min()}..{values.max()}")
+            raise ValueError(f"training-id ground truth must lie in 0..{NUM_CLASSES - 1}, "
+                             f"got {values.min()}..{values.max()}")
         return values.astype(np.uint8)
     raise ValueError(f"unknown ground-truth kind {kind!r} (raw | train)")
 
@@ -240,15 +241,18 @@ def _markdown(title: str, m: dict[str, Any]) -> str:
         cm = np.asarray(m["confusion"])
         for c in range(1, NUM_CLASSES):
             name = CLASS_NAMES[c]
-            lines.append(f"| {name} | {_fmt(m['iou'][name], 100)} | {int(cm[c, 1:].sum()):,} | {int(cm[1:, c].sum()):,} |")
-        lines += ["", "n/a: the class occurs neither in the ground truth nor in the prediction (left out of the mean).", ""]
+            gt_points, predicted_points = int(cm[c, 1:].sum()), int(cm[1:, c].sum())
+            lines.append(f"| {name} | {_fmt(m['iou'][name], 100)} | {gt_points:,} | {predicted_points:,} |")
+        lines += ["", "n/a: the class occurs neither in the ground truth nor in the prediction "
+                  "(left out of the mean).", ""]
     else:
         lines += ["## Accuracy", "", "No ground truth in the input: accuracy not computed.", ""]
     if m["stages_ms"]:
         lines += ["## Timing per stage (ms)", "", "| stage | mean | p50 | p99 | max |", "|---|---:|---:|---:|---:|"]
         for stage, s in m["stages_ms"].items():
             if s.get("count"):
-                lines.append(f"| {stage} | {s['mean_ms']:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['max_ms']:.1f} |")
+                cells = " | ".join(f"{s[key]:.1f}" for key in ("mean_ms", "p50_ms", "p99_ms", "max_ms"))
+                lines.append(f"| {stage} | {cells} |")
         lines.append("")
     lines += ["## Figures", "", "![confusion](confusion.png)", "", "![per-class IoU](per_class_iou.png)", "",
               "![latency](latency.png)", ""]
@@ -299,7 +303,8 @@ def _plot_iou(iou: np.ndarray, miou: float | None, path: Path, figure_note: str 
     y = np.arange(len(names))
     ax.barh(y, values, color=colours, edgecolor="black", linewidth=0.5)
     for yi, v in zip(y, iou):
-        ax.text((0 if np.isnan(v) else v * 100) + 1, yi, "n/a" if np.isnan(v) else f"{v * 100:.1f}", va="center", fontsize=8)
+        label = "n/a" if np.isnan(v) else f"{v * 100:.1f}"
+        ax.text((0 if np.isnan(v) else v * 100) + 1, yi, label, va="center", fontsize=8)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 105)
@@ -312,7 +317,9 @@ def _plot_iou(iou: np.ndarray, miou: float | None, path: Path, figure_note: str 
     plt.close(fig)
 
 
-def _plot_latency(total_ms: Sequence[float], stage_ms: dict[str, list[float]], path: Path, figure_note: str = "") -> None:
+def _plot_latency(
+    total_ms: Sequence[float], stage_ms: dict[str, list[float]], path: Path, figure_note: str = ""
+) -> None:
     """Per-frame stage times (stacked) and total, with the p50/p99 lines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)

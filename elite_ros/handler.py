@@ -177,7 +177,9 @@ class SegmentationHandler:
         return HandlerResult(header=header, outputs=built, class_id=prediction.class_id,
                              probability=prediction.probability, num_points=int(scan.num_points), timings_ms=timings)
 
-    def _outputs(self, msg: Any, class_id: np.ndarray, probability: np.ndarray, wanted: Collection[str]) -> dict[str, Any]:
+    def _outputs(
+        self, msg: Any, class_id: np.ndarray, probability: np.ndarray, wanted: Collection[str]
+    ) -> dict[str, Any]:
         p = self.params
         built: dict[str, Any] = {}
         if "segmentation" in wanted:

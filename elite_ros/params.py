@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,27 @@ def default_params_file() -> Path:
     return find_share_file(*PARAMS_FILE)
 
 
+def markdown_table() -> str:
+    """The parameter table for the README, generated from the schema (name, type, default, range, meaning)."""
+    rows = ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for name, prop in parameter_schema().items():
+        kind = {"number": "double", "integer": "int", "boolean": "bool", "array": "string[]"}.get(prop["type"], "string")
+        if "minimum" in prop:
+            allowed = f"{prop['minimum']} .. {prop['maximum']}"
+        elif "enum" in prop:
+            allowed = " \\| ".join(f"`{v}`" for v in prop["enum"])
+        elif "pattern" in prop:
+            allowed = f"`{prop['pattern']}`".replace("|", "\\|")
+        elif prop["type"] == "array":
+            allowed = "class names"
+        else:
+            allowed = ""
+        default = json.dumps(prop["default"]) if prop["type"] in ("array", "string") else str(prop["default"]).lower()
+        meaning = prop["description"].replace("|", "\\|")
+        rows.append(f"| `{name}` | {kind} | `{default}` | {allowed} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
 def _error_parameter(error: jsonschema.ValidationError, values: Mapping[str, Any]) -> tuple[str, str]:
     """(parameter name, reason) for a schema error on ``{"/**": {"ros__parameters": values}}``."""
     path = [p for p in error.absolute_path][2:]  # strip "/**", "ros__parameters"
@@ -200,3 +221,7 @@ def load_params_file(path: str | Path | None = None, *, node_name: str | None = 
     if not isinstance(section, dict) or not isinstance(section.get(ROS_PARAMS_KEY), dict):
         raise ParameterError("?", f"{path}: no '{WILDCARD_NODE}: {ROS_PARAMS_KEY}:' section")
     return SegmentParams.from_dict(section[ROS_PARAMS_KEY])
+
+
+if __name__ == "__main__":  # python -m elite_ros.params: print the README parameter table
+    print(markdown_table(), end="")

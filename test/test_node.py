@@ -142,8 +142,11 @@ def test_luminar_clouds_over_dds(setup, luminar_clouds):
     assert [f.name for f in vis.fields] == ["x", "y", "z", "rgb"]
     # debug topics carry numbers; diagnostics report the counts
     node.publish_diagnostics()
-    assert spin_until(executor, lambda: len(tester.received["debug/latency"]) == 5 and any(
-        kv.key == "processed" and kv.value == "5" for a in tester.received["diagnostics"] for s in a.status for kv in s.values))
+    def reported_five() -> bool:
+        statuses = [s for a in tester.received["diagnostics"] for s in a.status]
+        return any(kv.key == "processed" and kv.value == "5" for s in statuses for kv in s.values)
+
+    assert spin_until(executor, lambda: len(tester.received["debug/latency"]) == 5 and reported_five())
     for stage in ("preprocess", "inference", "postprocess", "total"):
         values = [m.data for m in tester.received[f"debug/{stage}"]]
         assert len(values) == 5 and all(np.isfinite(values)) and all(v >= 0 for v in values), stage
