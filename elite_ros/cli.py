@@ -79,8 +79,10 @@ def _context(recording, handler, params: SegmentParams) -> dict[str, Any]:
     }
 
 
-def _attributions(recording) -> list[str]:
-    return [KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION] if recording.is_kitti else []
+def _attributions(recording, forced: bool = False) -> list[str]:
+    """KITTI / SemanticKITTI credits when the data are KITTI-derived (a KITTI folder, 'kitti' in the path, or
+    --attribute-kitti for converted bags whose name does not say so)."""
+    return [KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION] if forced or recording.is_kitti else []
 
 
 def _free_path(path: Path) -> Path:
@@ -156,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             notes.append(UNTRAINED_NOTE)
     if ground_truth.found:
         context["ground_truth"] = f"field '{ground_truth.found}'"
-    write_report(report, evaluation, context=context, notes=notes, attributions=_attributions(recording),
+    write_report(report, evaluation, context=context, notes=notes, attributions=_attributions(recording, args.attribute_kitti),
                  figure_note=UNTRAINED_FIGURE_NOTE if notes else "", overwrite=args.overwrite)
     _print_result(evaluation, report)
     return 0
@@ -337,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stored-predictions", metavar="FIELD",
                    help="evaluate the predictions already in FIELD (e.g. class_id of a segmented bag); no network run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    p.add_argument("--attribute-kitti", action="store_true",
+                   help="credit KITTI / SemanticKITTI in the report (automatic for KITTI folders and 'kitti' paths)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_params_options(p)
     p.set_defaults(func=cmd_evaluate)
