@@ -80,6 +80,8 @@ def parameter_descriptor(name: str, prop: dict[str, Any]) -> ParameterDescriptor
     if "items" in prop and "enum" in prop["items"]:
         constraints.append("items from: " + ", ".join(prop["items"]["enum"]))
     descriptor.additional_constraints = "; ".join(constraints)
+    if prop["type"] == "array":  # an empty list has no element type (rclpy: BYTE_ARRAY / NOT_SET): the
+        descriptor.dynamic_typing = True  # schema check in SegmentParams.from_dict enforces a list of names
     if prop["type"] == "number":
         descriptor.floating_point_range = [
             FloatingPointRange(from_value=float(prop["minimum"]), to_value=float(prop["maximum"]), step=0.0)
@@ -109,7 +111,9 @@ def declare_segment_parameters(node: Node) -> SegmentParams:
             raise ParameterError(name, f"wrong type: {error}") from None
         if prop["type"] == "array" and value is None:  # `[]` in a params file arrives untyped (NOT_SET)
             value = []
-        values[name] = list(value) if prop["type"] == "array" else value
+        if prop["type"] == "array" and (isinstance(value, (list, tuple)) or type(value).__name__ == "array"):
+            value = list(value)
+        values[name] = value
     return SegmentParams.from_dict(values)
 
 

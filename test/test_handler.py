@@ -187,3 +187,17 @@ def test_big_endian_float64_and_organised_layouts(segmenter):
     organised = dataclasses.replace(big, height=8, width=8, row_step=8 * big.point_step)
     result = handler.process(organised)
     assert result.ok and (result.outputs["segmentation"].height, result.outputs["segmentation"].width) == (8, 8)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_luminar_on_cuda(luminar, precision):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    handler = SegmentationHandler.from_params(SegmentParams(device="cuda:0", precision=precision))
+    for msg in luminar:
+        result = handler.process(msg)
+        assert result.ok, result.error
+        assert read_points(result.outputs["segmentation"])["class_id"].shape == (msg.width,)

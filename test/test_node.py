@@ -232,6 +232,15 @@ def test_qos_overrides_for_bag_replay(ros_context, tiny_checkpoint):
         default.destroy_node()
 
 
+def test_publish_rgb_off_and_label_format(ros_context, tiny_checkpoint):
+    node = make_node(ros_context, tiny_checkpoint, publish_rgb=False, label_format="label", filtered_classes=[])
+    try:
+        assert set(node.output_topics) == {"segmentation", "filtered"}
+        assert node.params.label_format == "label" and node.params.filtered_classes == ()
+    finally:
+        node.destroy_node()
+
+
 def test_main_exits_with_error_on_invalid_parameter(capfd):
     assert main(["--ros-args", "-p", "tta_votes:=99"]) == 2
     assert "tta_votes" in capfd.readouterr().err
