@@ -9,7 +9,7 @@ Layout (ELITE_REFERENCE.md §3):
     block's output scale; plus the voxel branch averaged to that scale;
 - decoder on the concatenated per-point block outputs: Linear(256, 128) -> ReLU -> Linear(128, 20).
 
-Three exact algebraic rewrites make it cheaper than the official code without changing what it computes
+Exact algebraic rewrites make it cheaper than the official code without changing what it computes
 (up to float rounding), in training as in inference:
 - the input MLP's second Linear is applied after the voxel mean (a mean of an affine map is the affine map
   of the mean);
