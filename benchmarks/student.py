@@ -128,7 +128,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: untrained)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per configuration (>= 20 for p99)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="torch CPU thread counts to measure (e.g. 1 2); GPU runs use the first")
     parser.add_argument("--backends", nargs="*", default=None,
                         help=f"sparse backends (default: all available: {available_backends()})")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU runs")
@@ -139,7 +140,7 @@ def main() -> None:
     if not args.scan.is_file():
         parser.error(f"--scan: no such file {args.scan}")
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     points = np.fromfile(args.scan, dtype=np.float32).reshape(-1, 4)
     scan = scan_from_arrays(points[:, :3], points[:, 3])
     checkpoint = args.checkpoint or default_checkpoint()
@@ -147,7 +148,7 @@ def main() -> None:
     report: dict = {
         "scan": str(args.scan), "points": int(points.shape[0]),
         "points_in_range": int(np.asarray(in_range_mask(points[:, :3])).sum()),
-        "runs": args.runs, "warmup": args.warmup, "tta_votes": args.tta_votes, "torch_threads": args.threads,
+        "runs": args.runs, "warmup": args.warmup, "tta_votes": args.tta_votes,
         "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "note": "wall-clock on a shared CPU: pessimistic; Hz = 1000 / mean total latency",
@@ -156,11 +157,13 @@ def main() -> None:
     }
     configurations = []
     if not args.no_cpu:
-        configurations += [("cpu", backend, "fp32") for backend in backends]
+        configurations += [("cpu", backend, "fp32", threads) for threads in args.threads for backend in backends]
     if not args.no_gpu and torch.cuda.is_available():
-        configurations += [("cuda", backend, precision) for backend in backends for precision in ("fp32", "fp16")]
-    for device, backend, precision in configurations:
-        entry = {"device": device, "backend": backend, "precision": precision}
+        configurations += [("cuda", backend, precision, args.threads[0]) for backend in backends
+                           for precision in ("fp32", "fp16")]
+    for device, backend, precision, threads in configurations:
+        torch.set_num_threads(threads)
+        entry = {"device": device, "backend": backend, "precision": precision, "torch_threads": threads}
         segmenter = None
         try:
             segmenter = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision, backend=backend,
@@ -174,6 +177,8 @@ def main() -> None:
         report["results"].append(entry)
         del segmenter
     if not args.no_baseline:
+        torch.set_num_threads(args.threads[0])
+        report["voxeliser_comparison_threads"] = args.threads[0]
         xyz = torch.from_numpy(points[np.asarray(in_range_mask(points[:, :3]))][:, :3].copy())
         report["voxeliser_comparison"] = official_voxeliser_ms(xyz, VoxelConfig())
     report["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
