@@ -235,3 +235,13 @@ def test_half_precision_on_gpu_agrees_with_fp32(checkpoint, data_dir, precision)
     assert (full.class_id == half.class_id).mean() > 0.98
     cpu = Segmenter.from_checkpoint(checkpoint, device="cpu").predict(scan)
     assert (full.class_id == cpu.class_id).mean() > 0.999
+
+
+def test_predict_leaves_the_torch_thread_count_alone(segmenter, small_scan):
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        segmenter.predict(small_scan)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
