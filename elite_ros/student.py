@@ -202,8 +202,8 @@ class SPVBlock(nn.Module):
 class Student(nn.Module):
     """The student network. `forward(StudentInput) -> StudentOutput`.
 
-    sparse_backend: "auto" (the sparse seam picks: spconv for inference, native where gradients are
-    needed on CPU), or "native" / "spconv" / "torchsparse".
+    sparse_backend: "auto" (the sparse seam picks: spconv on CUDA, native on the CPU), or "native" /
+    "spconv" / "torchsparse".
     """
 
     def __init__(self, config: StudentConfig = StudentConfig(), sparse_backend: str = "auto") -> None:

@@ -35,17 +35,17 @@ def _check_name(name: str) -> None:
 def resolve_backend(name: str, training: bool, device: torch.device | str) -> str:
     """Concrete backend for ``name`` ("auto" or a backend name), the task and the device.
 
-    "auto": inference -> spconv when available (CPU and GPU); training -> spconv on CUDA, native on the
-    CPU (spconv has no CPU backward pass); native when spconv is missing. An explicit name is checked
-    for availability and for training with spconv on the CPU.
+    "auto": spconv on CUDA (inference and training) when available, native everywhere else. On the
+    CPU native wins: spconv 2.3.8 has no CPU backward pass, and its CPU convolution gives wrong
+    results with more than one torch thread, so it runs single-threaded here and is slower
+    (benchmarks/student.py: 124,668-point scan, 2 threads, native 0.98 s vs spconv 1.19 s p50).
+    An explicit name is checked for availability and for training with spconv on the CPU.
     """
     _check_name(name)
     device_type = torch.device(device).type
     available = available_backends()
     if name == AUTO:
-        if "spconv" in available and (not training or device_type == "cuda"):
-            return "spconv"
-        return "native"
+        return "spconv" if "spconv" in available and device_type == "cuda" else "native"
     if name not in available:
         raise RuntimeError(f"sparse backend {name!r} is not available here (import failed); available: {available}")
     if name == "spconv" and training and device_type != "cuda":
