@@ -21,7 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="elite-ros-train",
-        description="ELiTe training tools: synthetic data, KITTI conversion, pseudo labels, training, export.",
+        description="ELiTe training tools: synthetic data, KITTI conversion, SAM pseudo labels.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
