@@ -33,3 +33,14 @@ def luminar_bags(data_dir: Path) -> dict[str, Path]:
         "sqlite3": bags / "derived" / "embag_luminar_test_ros2_db3",
         "mcap": bags / "derived" / "embag_luminar_test_ros2_mcap",
     }
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one intra-op torch thread avoids thread contention on a shared CPU (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,12 +18,7 @@ from elite_ros_training.patch_decoders import (
 CROP = (320, 1024)  # ref §4: 20 x 64 tokens of 16 px
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
 
 
 def params(module: torch.nn.Module) -> int:

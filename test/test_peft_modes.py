@@ -29,13 +29,7 @@ from elite_ros_training.teacher import SamTeacherEncoder, TeacherConfig
 TINY = TeacherConfig(img_size=64, embed_dim=32, depth=4, num_heads=2, window_size=2, global_attn_indexes=(1, 3))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids thread contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
 
 
 def vit_b(mode: str, **kwargs) -> nn.Module:
