@@ -197,3 +197,32 @@ def test_empty_and_tiny_clouds(count):
         output = model(StudentInput.from_points(torch.rand(count, 4) * 4))
     assert output.logits.shape == (count, 20)
     assert [stage.voxel_features.shape for stage in output.stages] == [(count, 8)] * 4
+
+
+def test_fused_inference_block_equals_conv_bn_path(data_dir):
+    """Eval + no grad on native: BN folded into the convs and the shortcut summed at the centre offset
+    computes what conv -> BN -> LeakyReLU -> conv -> BN + shortcut -> LeakyReLU computes."""
+    points = _scan(data_dir)[::8]
+    voxels = voxelise(points[:, :3])
+    level = voxels[1]
+    grid = SparseGrid(level.coords, level.spatial_shape, 1, backend="native")
+    torch.manual_seed(3)
+    block = SparseBasicBlock(64, 64)
+    generator = torch.Generator().manual_seed(4)
+    for norm in (block.norm1, block.norm2, block.shortcut_norm):
+        norm.running_mean.copy_(torch.rand(64, generator=generator) - 0.5)
+        norm.running_var.copy_(torch.rand(64, generator=generator) + 0.5)
+        norm.weight.data.copy_(torch.rand(64, generator=generator) + 0.5)
+        norm.bias.data.copy_(torch.rand(64, generator=generator) - 0.5)
+    block.eval()
+    features = torch.randn(grid.num_sites, 64, generator=generator)
+    with torch.no_grad():
+        assert block._can_fuse(features, grid)
+        fused = block(features, grid)
+    with torch.enable_grad():  # autograd on: the conv -> BN path
+        assert not block._can_fuse(features, grid)
+        expected = block(features, grid).detach()
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
+    block.train()
+    with torch.no_grad():  # training mode uses batch statistics: never fused
+        assert not block._can_fuse(features, grid)

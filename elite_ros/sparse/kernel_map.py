@@ -12,7 +12,8 @@ searched; the centre offset is the identity and is not stored.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -28,6 +29,8 @@ class KernelMap:
     kernel_size: int
     in_index: tuple[torch.Tensor | None, ...]
     out_index: tuple[torch.Tensor | None, ...]
+    #: Derived layouts and scratch buffers a backend keeps for this map (see ``native.fused_layout``).
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def volume(self) -> int:

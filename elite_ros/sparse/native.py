@@ -8,12 +8,15 @@ function keeps only the input features for backward (autograd over the loop woul
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from .kernel_map import KernelMap, build_kernel_map
 
 
-def _offset_weights(weight: torch.Tensor) -> torch.Tensor:
+def offset_weights(weight: torch.Tensor) -> torch.Tensor:
     """Canonical (out, kz, ky, kx, in) -> (K^3, in, out), the right operand of ``features @ W_k``."""
     out_channels, in_channels = weight.shape[0], weight.shape[-1]
     return weight.reshape(out_channels, -1, in_channels).permute(1, 2, 0)
@@ -49,6 +52,112 @@ def _gather_gemm_scatter(features: torch.Tensor, weights: torch.Tensor, kernel_m
     return result
 
 
+@dataclass(frozen=True)
+class FusedLayout:
+    """A kernel map flattened for one-pass reduction: all products in one buffer, summed per output.
+
+    Product rows: the M centre rows first (row ``o`` is site ``o``), then the pairs of every other
+    offset in offset order (``offset_rows[k]`` slices them). ``gather_index`` (P,): the input row of
+    each non-centre pair, in that order. ``bag_rows`` (M + P,) lists the product rows grouped by output
+    site and ``bag_starts`` (M,) where each site's group starts, the operands of one ``embedding_bag``
+    sum, which replaces K^3 - 1 serial ``index_add_`` calls.
+    """
+
+    num_sites: int
+    offset_rows: tuple[tuple[int, int] | None, ...]
+    gather_index: torch.Tensor
+    bag_rows: torch.Tensor
+    bag_starts: torch.Tensor
+
+
+def fused_layout(kernel_map: KernelMap, num_sites: int) -> FusedLayout:
+    """The :class:`FusedLayout` of ``kernel_map`` over ``num_sites`` sites, built once and cached on the map."""
+    layout = kernel_map.cache.get("fused_layout")
+    if layout is not None and layout.num_sites == num_sites:
+        return layout
+    device = next((i.device for i in kernel_map.in_index if i is not None), torch.device("cpu"))
+    sites = torch.arange(num_sites, dtype=torch.int64, device=device)
+    offset_rows: list[tuple[int, int] | None] = []
+    inputs, outputs = [], [sites]
+    row = num_sites
+    for source, target in zip(kernel_map.in_index, kernel_map.out_index):
+        if source is None or source.numel() == 0:
+            offset_rows.append(None)
+            continue
+        offset_rows.append((row, row + source.numel()))
+        row += source.numel()
+        inputs.append(source)
+        outputs.append(target)
+    # Counting sort of the product rows by output site (no comparison sort): a site's rows keep the
+    # product-row order, centre first. Each offset hits a site at most once, so one gather and one
+    # scatter per offset advance the per-site cursors.
+    counts = torch.bincount(torch.cat(outputs), minlength=num_sites)
+    bag_starts = torch.cumsum(counts, 0) - counts
+    cursor = bag_starts.clone()
+    positions = []
+    for target in outputs:
+        position = cursor.index_select(0, target)
+        cursor.index_copy_(0, target, position + 1)
+        positions.append(position)
+    bag_rows = torch.empty(row, dtype=torch.int64, device=device)
+    bag_rows[torch.cat(positions)] = torch.arange(row, dtype=torch.int64, device=device)
+    gather_index = torch.cat(inputs) if inputs else sites[:0]
+    layout = FusedLayout(num_sites, tuple(offset_rows), gather_index, bag_rows, bag_starts)
+    kernel_map.cache["fused_layout"] = layout
+    return layout
+
+
+def _scratch(kernel_map: KernelMap, name: str, rows: int, columns: int, like: torch.Tensor,
+             keep: bool) -> torch.Tensor:
+    """A (rows, columns) buffer of ``like``'s dtype and device; with ``keep`` it stays on the map so every
+    conv of the grid reuses it (inference: no page faults on fresh large allocations per conv)."""
+    if not keep:
+        return like.new_empty((rows, columns))
+    key = f"scratch_{name}"
+    buffer = kernel_map.cache.get(key)
+    if buffer is None or buffer.dtype != like.dtype or buffer.device != like.device or buffer.numel() < rows * columns:
+        buffer = like.new_empty(rows * columns)
+        kernel_map.cache[key] = buffer
+    return buffer[:rows * columns].view(rows, columns)
+
+
+def fused_conv(features: torch.Tensor, weights: torch.Tensor, kernel_map: KernelMap,
+               bias: torch.Tensor | None = None,
+               extra: tuple[torch.Tensor, torch.Tensor] | None = None,
+               keep_buffers: bool | None = None) -> torch.Tensor:
+    """Submanifold convolution as one gather, one GEMM per offset and one segmented sum.
+
+    features (M, C_in); weights (K^3, C_in, C_out), the right operands of ``features @ W_k``;
+    bias (C_out,) or None; ``extra`` = (features2 (M, C_2), weight2 (C_2, C_out)): a 1x1x1 term
+    ``features2 @ weight2`` added at the centre (a residual shortcut). Returns (M, C_out), a new tensor.
+    ``keep_buffers`` (default: when autograd is off) keeps the scratch buffers on the kernel map for the
+    next conv of the grid; training leaves it off so they are freed at once.
+    Not differentiable through autograd by itself: :class:`_SubmanifoldConv` wraps it for training.
+    """
+    num_sites = features.shape[0]
+    layout = fused_layout(kernel_map, num_sites)
+    keep = not torch.is_grad_enabled() if keep_buffers is None else keep_buffers
+    channels_out = weights.shape[2]
+    total = layout.bag_rows.numel()
+    product = _scratch(kernel_map, "product", total, channels_out, features, keep)
+    centre = product[:num_sites]
+    if bias is None:
+        torch.mm(features, weights[kernel_map.centre], out=centre)
+    else:
+        torch.addmm(bias, features, weights[kernel_map.centre], out=centre)
+    if extra is not None:
+        centre.addmm_(extra[0], extra[1])
+    if total > num_sites:
+        gathered = _scratch(kernel_map, "gathered", total - num_sites, features.shape[1], features, keep)
+        torch.index_select(features, 0, layout.gather_index, out=gathered)
+        for k, rows in enumerate(layout.offset_rows):
+            if rows is None:
+                continue
+            start, end = rows
+            torch.mm(gathered[start - num_sites:end - num_sites], weights[k], out=product[start:end])
+    return F.embedding_bag(layout.bag_rows, product, layout.bag_starts, mode="sum")
+
+
 def _weight_gradient(features: torch.Tensor, grad_output: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
     """dL/dW_k = in[i]^T @ grad_out[o] per offset -> (K^3, in, out); scratch buffers reused across offsets."""
     per_offset = features.new_zeros((kernel_map.volume, features.shape[1], grad_output.shape[1]))
@@ -72,12 +181,13 @@ class _SubmanifoldConv(torch.autograd.Function):
     """Differentiable submanifold convolution over a precomputed kernel map."""
 
     @staticmethod
-    def forward(ctx, features: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
-        weights = _offset_weights(weight)
+    def forward(ctx, features: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap,
+                keep_buffers: bool) -> torch.Tensor:
+        weights = offset_weights(weight)
         ctx.kernel_map = kernel_map
         ctx.weight_shape = weight.shape
         ctx.save_for_backward(features, weight)
-        return _gather_gemm_scatter(features, weights, kernel_map, transpose=False)
+        return fused_conv(features, weights, kernel_map, keep_buffers=keep_buffers)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
@@ -86,23 +196,25 @@ class _SubmanifoldConv(torch.autograd.Function):
         grad_output = grad_output.contiguous()
         grad_features = grad_weight = None
         if ctx.needs_input_grad[0]:
-            weights_t = _offset_weights(weight).transpose(1, 2)  # (K^3, out, in)
+            weights_t = offset_weights(weight).transpose(1, 2)  # (K^3, out, in)
             grad_features = _gather_gemm_scatter(grad_output, weights_t, kernel_map, transpose=True)
         if ctx.needs_input_grad[1]:
             grad_weight = _weight_gradient(features, grad_output, kernel_map).permute(2, 0, 1).reshape(ctx.weight_shape)
-        return grad_features, grad_weight, None
+        return grad_features, grad_weight, None, None
 
 
 def submanifold_conv(features: torch.Tensor, weight: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
     """(M, in) features, canonical (out, K, K, K, in) weight -> (M, out); no bias."""
     device_type = features.device.type
+    keep_buffers = not torch.is_grad_enabled()  # inference: reuse scratch across the grid's convs
     if torch.is_autocast_enabled(device_type):  # run at the autocast dtype, as nn.Linear would
         dtype = torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
-            return _SubmanifoldConv.apply(features.to(dtype).contiguous(), weight.to(dtype), kernel_map)
+            return _SubmanifoldConv.apply(features.to(dtype).contiguous(), weight.to(dtype), kernel_map,
+                                          keep_buffers)
     if weight.dtype != features.dtype:
         weight = weight.to(features.dtype)
-    return _SubmanifoldConv.apply(features.contiguous(), weight, kernel_map)
+    return _SubmanifoldConv.apply(features.contiguous(), weight, kernel_map, keep_buffers)
 
 
 class NativeBackend:
