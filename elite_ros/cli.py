@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="bag or SemanticKITTI folder whose clouds carry ground truth")
     p.add_argument("--report", help="report folder to write (default: ./report_<input name>)")
     p.add_argument("--topic", action="append", help="PointCloud2 topic (repeatable; default: all)")
-    p.add_argument("--gt-field", help="ground-truth field (default: first of label, gt_label, gt_class_id, class_id)")
+    p.add_argument("--gt-field", help="ground-truth field (default: first of label, gt_label, gt_class_id; never class_id, "
+                        "this package's own output, unless named here)")
     p.add_argument("--gt-kind", choices=("auto", "raw", "train"), default="auto",
                    help="raw SemanticKITTI ids or training ids 0..19 (auto: label/gt_label raw, else training ids)")
     p.add_argument("--stored-predictions", metavar="FIELD",

@@ -349,8 +349,10 @@ def _plot_latency(
 
 
 # ------------------------------------------------------------------------------------- ground truth
-#: ground-truth fields looked for, in order, when none is named: (field, kind)
-GROUND_TRUTH_FIELDS = (("label", "raw"), ("gt_label", "raw"), ("gt_class_id", "train"), ("class_id", "train"))
+#: ground-truth fields looked for, in order, when none is named: (field, kind). Not `class_id`: that is this
+#: package's own output (a segmented bag would be scored against its own predictions); name it with
+#: `--gt-field class_id` when a cloud really carries training-id ground truth under that name.
+GROUND_TRUTH_FIELDS = (("label", "raw"), ("gt_label", "raw"), ("gt_class_id", "train"))
 
 
 def find_ground_truth_field(field_names: Iterable[str], exclude: Iterable[str] = ()) -> tuple[str, str] | None:

@@ -12,6 +12,11 @@ Per message:
    non-finite and out-of-range points).
 4. The requested outputs: segmentation (input + `class_id`/`label` [+ `probability`]), visualization
    (x, y, z, rgb), filtered (input minus `filtered_classes`); all carry the input header.
+
+Input fields are never overwritten: a cloud that already has the segmentation's label field (`class_id`
+or `label`, per `label_format`) or `probability` (when `publish_probability`) -- e.g. a labelled KITTI bag
+whose `label` is ground truth, or an already segmented bag -- makes `process` raise ParameterError naming
+the field and the parameter to change (counted as failed). Choose the other `label_format`.
 """
 from __future__ import annotations
 
@@ -23,7 +28,17 @@ from typing import Any
 
 import numpy as np
 
-from elite_ros.cloud import CloudFormatError, Scan, decode, filter_cloud, visualization_cloud, with_labels
+from elite_ros.cloud import (
+    CLASS_ID_FIELD,
+    LABEL_FIELD,
+    PROBABILITY_FIELD,
+    CloudFormatError,
+    Scan,
+    decode,
+    filter_cloud,
+    visualization_cloud,
+    with_labels,
+)
 from elite_ros.params import ParameterError, SegmentParams
 
 OUTPUTS = ("segmentation", "visualization", "filtered")
@@ -142,7 +157,9 @@ class SegmentationHandler:
         """Segment one message and build the requested `outputs` (names from OUTPUTS).
 
         Never raises for bad input: a malformed cloud gives `ok == False` with the reason and counts as
-        rejected; a segmentation failure counts as failed. Timings (ms): preprocess (decode, filters,
+        rejected; a segmentation failure counts as failed. Raises ParameterError (counted as failed) when
+        the segmentation output would overwrite a field the input already has (see the module docstring):
+        a configuration problem, not bad input. Timings (ms): preprocess (decode, filters,
         voxelisation), inference (network), postprocess (labels back to points, output clouds), total.
         """
         unknown = set(outputs) - set(OUTPUTS)
@@ -151,6 +168,8 @@ class SegmentationHandler:
         start = time.perf_counter()
         self.counters.received += 1
         header = getattr(msg, "header", None)
+        if "segmentation" in outputs:
+            self._refuse_overwrite(msg)
         try:
             scan = self.prepare(msg)
         except CloudFormatError as error:
@@ -177,6 +196,25 @@ class SegmentationHandler:
         return HandlerResult(header=header, outputs=built, class_id=prediction.class_id,
                              probability=prediction.probability, num_points=int(scan.num_points), timings_ms=timings)
 
+    def _refuse_overwrite(self, msg: Any) -> None:
+        """Raise ParameterError (counted as failed) when the segmentation would replace an input field."""
+        p = self.params
+        names = {getattr(f, "name", None) for f in getattr(msg, "fields", ())}
+        label = LABEL_FIELD if p.label_format == "label" else CLASS_ID_FIELD
+        if label in names:
+            other = CLASS_ID_FIELD if label == LABEL_FIELD else LABEL_FIELD
+            error = ParameterError("label_format", f"the input cloud already has a '{label}' field (ground truth or "
+                                   f"an earlier segmentation); elite_ros never overwrites input fields: set "
+                                   f"label_format to {other}")
+        elif p.publish_probability and PROBABILITY_FIELD in names:
+            error = ParameterError("publish_probability", f"the input cloud already has a '{PROBABILITY_FIELD}' "
+                                   f"field; elite_ros never overwrites input fields: set publish_probability false")
+        else:
+            return
+        self.counters.failed += 1
+        self.last_error = str(error)
+        raise error
+
     def _outputs(
         self, msg: Any, class_id: np.ndarray, probability: np.ndarray, wanted: Collection[str]
     ) -> dict[str, Any]:
@@ -185,7 +223,7 @@ class SegmentationHandler:
         if "segmentation" in wanted:
             built["segmentation"] = with_labels(
                 msg, class_id, probability if p.publish_probability else None,
-                label_format=p.label_format, overwrite=True,
+                label_format=p.label_format,
             )
         if "visualization" in wanted:
             built["visualization"] = visualization_cloud(msg, class_id, self._palette)

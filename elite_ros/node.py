@@ -168,7 +168,12 @@ class SegmentNode(Node):
         if not wanted:  # nobody listens: do nothing at all
             self.skipped_no_subscriber += 1
             return
-        result = self.handler.process(msg, wanted)
+        try:
+            result = self.handler.process(msg, wanted)
+        except ParameterError as error:  # e.g. label_format would overwrite the input's `label` field
+            self.get_logger().error(f"{error} (failed {self.handler.counters.failed})",
+                                    throttle_duration_sec=LOG_THROTTLE_S)
+            return
         if not result.ok:
             self.get_logger().warning(
                 f"{result.error} (rejected {self.handler.counters.rejected}, failed {self.handler.counters.failed})",

@@ -119,8 +119,11 @@ def test_ground_truth_from_cloud_fields():
     auto = CloudGroundTruth()
     np.testing.assert_array_equal(auto(msg), [1, 9, 0])  # raw ids through the learning map
     assert auto.found == "label"
-    np.testing.assert_array_equal(CloudGroundTruth(exclude=["label"])(msg), [3, 4, 5])
-    np.testing.assert_array_equal(CloudGroundTruth("class_id")(msg), [3, 4, 5])
+    # class_id is this package's own output: never picked automatically (a segmented bag would score itself)
+    assert CloudGroundTruth(exclude=["label"])(msg) is None
+    predictions_only = make_cloud({"x": xyz, "y": xyz, "z": xyz, "class_id": np.array([3, 4, 5], np.uint8)}, header)
+    assert CloudGroundTruth()(predictions_only) is None
+    np.testing.assert_array_equal(CloudGroundTruth("class_id")(msg), [3, 4, 5])  # still selectable by name
     with pytest.raises(ValueError, match="'gt'"):
         CloudGroundTruth("gt")(msg)
     bare = make_cloud({"x": xyz, "y": xyz, "z": xyz}, header)

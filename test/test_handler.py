@@ -107,6 +107,34 @@ def test_label_format_and_probability_switch(segmenter, luminar):
     np.testing.assert_array_equal(read_points(seg)["label"], to_raw_ids(result.class_id))
 
 
+def test_never_overwrites_an_input_field(segmenter):
+    """A labelled KITTI-style cloud keeps its ground-truth `label`: label_format=label is refused, named."""
+    xyz = np.array([[5.0, 0.0, 0.0], [6.0, 1.0, 0.0]], np.float32)
+    truth = np.array([40, 10 | (3 << 16)], np.uint32)
+    cloud = make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "label": truth}, header_of())
+    before = bytes(cloud.data)
+    handler = SegmentationHandler(segmenter, SegmentParams(label_format="label"))
+    with pytest.raises(ParameterError, match="'label_format'.*'label' field") as raised:
+        handler.process(cloud)
+    assert raised.value.name == "label_format" and handler.counters.failed == 1
+    assert handler.counters.processed == 0 and "'label'" in handler.last_error
+    assert bytes(cloud.data) == before
+    # class_id output keeps the ground truth untouched next to the prediction
+    result = SegmentationHandler(segmenter, SegmentParams(label_format="class_id")).process(cloud, ["segmentation"])
+    assert result.ok, result.error
+    np.testing.assert_array_equal(read_points(result.outputs["segmentation"])["label"], truth)
+    # an already segmented cloud (class_id, probability) is refused too, naming the field
+    segmented = result.outputs["segmentation"]
+    with pytest.raises(ParameterError, match="'class_id' field"):
+        SegmentationHandler(segmenter).process(segmented)
+    with pytest.raises(ParameterError, match="'probability' field"):
+        SegmentationHandler(segmenter, SegmentParams(label_format="label")).process(
+            make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
+                        "probability": np.ones(2, np.float32)}, header_of()))
+    # outputs without the segmentation cloud do not conflict
+    assert SegmentationHandler(segmenter, SegmentParams(label_format="label")).process(cloud, ["visualization"]).ok
+
+
 def test_range_limits(segmenter, luminar):
     result = SegmentationHandler(segmenter, SegmentParams(min_range=10.0, max_range=30.0)).process(luminar[2], [])
     points = read_points(luminar[2])
