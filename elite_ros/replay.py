@@ -35,6 +35,7 @@ KITTI_FRAME = "velodyne"
 KITTI_PERIOD_NS = 100_000_000  # 10 Hz HDL-64E, used when times.txt is absent
 KITTI_POINT_FLOATS = 4  # x, y, z, intensity (shared/data/README.md)
 MAX_REPORTED_ERRORS = 5  # skipped-message lines printed during a replay
+MAX_STORED_ERRORS = 20  # skipped-message lines kept in ReplaySummary.errors (the counters count them all)
 
 
 class ReplayError(ValueError):
@@ -161,7 +162,7 @@ class ReplaySummary:
     copied: int = 0  # messages of other topics copied
     wall_s: float = 0.0
     latency: dict[str, float] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the first MAX_STORED_ERRORS skip reasons
     latencies_ms: list[float] = field(default_factory=list, repr=False)  # per-frame handler totals
     output: Path | None = None
     topics: dict[str, list[str]] = field(default_factory=dict)  # input topic -> output topics
@@ -222,10 +223,15 @@ def replay(
     if output is not None:
         output = Path(output)
         _refuse_overlap(recording.path, output)
+        if keep_other_topics:
+            _refuse_topic_clash(recording, selected, summary.topics)
     total = sum(recording.topics[t][1] for t in selected)
     if keep_other_topics:
         total = sum(count for _, count in recording.topics.values())
     read_topics = None if keep_other_topics else selected
+    counters = handler.counters
+    rejected_before, failed_before = counters.rejected, counters.failed
+    skipped = 0
     start = time.perf_counter()
     with _maybe_writer(output, storage) as writer, _progress(total, progress, recording.path.name) as bar:
         for message in recording.messages(read_topics):
@@ -237,9 +243,12 @@ def replay(
                 continue
             result = handler.process(message.msg, outputs)
             if not result.ok:
-                summary.errors.append(f"{message.topic} @ {message.timestamp}: {result.error}")
-                if len(summary.errors) <= MAX_REPORTED_ERRORS:
-                    log(f"skipped {summary.errors[-1]}")
+                skipped += 1
+                line = f"{message.topic} @ {message.timestamp}: {result.error}"
+                if len(summary.errors) < MAX_STORED_ERRORS:
+                    summary.errors.append(line)
+                if skipped <= MAX_REPORTED_ERRORS:
+                    log(f"skipped {line}")
                 continue
             summary.frames += 1
             summary.points += result.num_points
@@ -253,8 +262,8 @@ def replay(
                 if truth is not None:
                     evaluation.add_labels(truth, result.class_id)
     summary.wall_s = time.perf_counter() - start
-    summary.rejected = sum("malformed" in e for e in summary.errors)
-    summary.failed = len(summary.errors) - summary.rejected
+    summary.rejected = counters.rejected - rejected_before  # the handler's own classification
+    summary.failed = counters.failed - failed_before
     summary.latency = latency_stats(summary.latencies_ms)
     summary.output = output
     return summary
@@ -266,6 +275,18 @@ def _refuse_overlap(source: Path, output: Path) -> None:
         raise ReplayError(f"output {output} would be written inside the input {source}; choose another path")
     if output.exists():
         raise FileExistsError(f"output exists: {output} (elite-ros never overwrites; choose another path)")
+
+
+def _refuse_topic_clash(recording: Recording, selected: list[str], written: dict[str, list[str]]) -> None:
+    """ReplayError when an output topic is also an input topic that `keep_other_topics` would copy."""
+    copied = set(recording.topics) - set(selected)
+    for source, targets in written.items():
+        for target in targets:
+            if target in copied:
+                raise ReplayError(
+                    f"{recording.path}: output topic {target!r} (from {source!r}) already exists in the input and "
+                    f"--keep-other-topics would copy it, mixing old and new clouds; segment {target!r} too "
+                    f"(--topic), or drop --keep-other-topics")
 
 
 class _NoWriter:

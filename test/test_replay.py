@@ -154,3 +154,61 @@ def test_default_output_path(tmp_path):
     assert default_output_path(tmp_path / "run.bag") == tmp_path / "run_segmented"
     (tmp_path / "run_segmented").mkdir()
     assert default_output_path(tmp_path / "run.bag") == tmp_path / "run_segmented_2"
+
+
+def _write_clouds(path: Path, topics_and_clouds) -> Path:
+    from elite_ros.bag import BagWriter
+
+    with BagWriter(path) as writer:
+        for stamp, (topic, msg) in enumerate(topics_and_clouds):
+            writer.write(topic, CLOUD_TYPE, (stamp + 1) * 1_000_000, msg)
+    return path
+
+
+def _small_cloud(n: int = 4, sec: int = 1):
+    from elite_ros.bag import TYPESTORE
+    from elite_ros.cloud import make_cloud
+
+    header = TYPESTORE.types["std_msgs/msg/Header"](
+        stamp=TYPESTORE.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=0), frame_id="lidar")
+    x = np.linspace(2.0, 5.0, n, dtype=np.float32)
+    return make_cloud({"x": x, "y": x * 0.5, "z": np.zeros(n, np.float32)}, header)
+
+
+def test_keep_other_topics_refuses_an_output_topic_already_in_the_input(handler, tmp_path):
+    source = _write_clouds(tmp_path / "in", [("/lidar", _small_cloud()), ("/lidar/segmentation", _small_cloud())])
+    out = tmp_path / "out"
+    with pytest.raises(ReplayError, match="'/lidar/segmentation'.*already exists in the input"):
+        replay(Recording.open(source), handler, output=out, topics=["/lidar"], keep_other_topics=True,
+               progress=False)
+    assert not out.exists()
+    # segmenting both topics (nothing copied) or not copying is fine: no topic mixes old and new clouds
+    summary = replay(Recording.open(source), handler, output=out, keep_other_topics=True, progress=False)
+    assert summary.frames == 2 and bag_info(out)["/lidar/segmentation"] == (CLOUD_TYPE, 1)
+
+
+class _Failing:
+    """A segmenter whose failure message happens to contain 'malformed': it must count as failed."""
+
+    palette = None
+    trained = False
+
+    def predict(self, scan):
+        raise RuntimeError("malformed tensor in the network")
+
+
+def test_rejected_and_failed_come_from_the_handler_counters_and_errors_are_capped(handler, tmp_path):
+    import dataclasses
+
+    from elite_ros.replay import MAX_STORED_ERRORS
+
+    good = _small_cloud()
+    bad = dataclasses.replace(good, data=np.asarray(good.data)[:5])  # shorter than row_step * height
+    source = _write_clouds(tmp_path / "mixed", [("/lidar", bad)] * 25 + [("/lidar", good)])
+    summary = replay(Recording.open(source), handler, output=None, progress=False, log=lambda line: None)
+    assert (summary.rejected, summary.failed, summary.frames) == (25, 0, 1)
+    assert len(summary.errors) == MAX_STORED_ERRORS == 20
+    failing = SegmentationHandler(_Failing(), SegmentParams())
+    summary = replay(Recording.open(source), failing, output=None, progress=False, log=lambda line: None)
+    assert (summary.rejected, summary.failed, summary.frames) == (25, 1, 0)
+    assert "26 rejected" not in summary.text() and "25 rejected (malformed), 1 failed" in summary.text()
