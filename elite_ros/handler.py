@@ -7,7 +7,9 @@ Per message:
 1. `cloud.decode` -> finite points (any field layout); a malformed message raises `CloudFormatError`,
    which `process` counts as *rejected* and reports (the caller logs it; nothing is published).
 2. Range limits (`min_range` <= |xyz| <= `max_range`, metres, sensor origin) and intensity normalisation
-   (raw / `intensity_max` -> KITTI's 0..1; absent intensity -> the network sees zeros).
+   (raw / `intensity_max` -> KITTI's 0..1; absent intensity -> the network sees zeros). This is the only
+   intensity scaling: the Segmenter is built with `intensity_scale=1.0` (network units = KITTI 0..1, what
+   training produces), so a checkpoint's metadata `intensity_scale` is not applied a second time.
 3. `Segmenter.predict` -> class id and probability for every message point (0 = unlabelled for dropped,
    non-finite and out-of-range points).
 4. The requested outputs: segmentation (input + `class_id`/`label` [+ `probability`]), visualization
@@ -24,6 +26,7 @@ import dataclasses
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,10 @@ from elite_ros.params import ParameterError, SegmentParams
 
 OUTPUTS = ("segmentation", "visualization", "filtered")
 STAGES = ("preprocess", "inference", "postprocess", "total")  # Autoware's debug processing_time stages
+#: The handler is the ONE place intensity is scaled: raw / `intensity_max` -> KITTI's 0..1 reflectance, the
+#: unit the network is trained in (training reads KITTI .bin values as they are). The Segmenter is therefore
+#: built with intensity_scale 1.0, never the checkpoint's `intensity_scale` on top of `intensity_max`.
+NETWORK_INTENSITY_SCALE = 1.0
 #: PointField datatype -> raw value of full reflectance when `intensity_max` is 0 (auto)
 AUTO_INTENSITY_MAX = {1: 127.0, 2: 255.0, 3: 32767.0, 4: 65535.0, 5: 2147483647.0, 6: 4294967295.0, 7: 1.0, 8: 1.0}
 
@@ -108,18 +115,19 @@ class SegmentationHandler:
             resolve_precision(params.precision, device)
         except ValueError as error:
             raise ParameterError("precision", str(error)) from None
-        if params.checkpoint and not _is_file(params.checkpoint):
+        checkpoint = _expand(params.checkpoint)  # one expanded path for the check and the load
+        if checkpoint and not Path(checkpoint).is_file():
             raise ParameterError("checkpoint", f"no such file: {params.checkpoint}")
         try:
             segmenter = Segmenter.from_checkpoint(
-                params.checkpoint or None, device=params.device, precision=params.precision,
+                checkpoint or None, device=params.device, precision=params.precision,
                 backend=params.backend, tta_votes=params.tta_votes, max_points=params.max_points or None,
-                warmup=warmup,
+                intensity_scale=NETWORK_INTENSITY_SCALE, warmup=warmup,
             )
         except (CheckpointError, OSError) as error:
             raise ParameterError("checkpoint", str(error)) from None
         except (ValueError, RuntimeError) as error:  # metadata the model refuses, backend not usable here, ...
-            about_file = bool(params.checkpoint) and params.checkpoint in str(error) or ".safetensors" in str(error)
+            about_file = bool(checkpoint) and checkpoint in str(error) or ".safetensors" in str(error)
             raise ParameterError("checkpoint" if about_file else "backend", str(error)) from None
         return cls(segmenter, params)
 
@@ -240,10 +248,9 @@ class SegmentationHandler:
         return HandlerResult(header=header, error=reason)
 
 
-def _is_file(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).expanduser().is_file()
+def _expand(path: str) -> str:
+    """`path` with ``~`` expanded ("" stays "")."""
+    return str(Path(path).expanduser()) if path else ""
 
 
 __all__ = ["OUTPUTS", "STAGES", "HandlerCounters", "HandlerResult", "SegmentationHandler"]

@@ -229,3 +229,35 @@ def test_luminar_on_cuda(luminar, precision):
         result = handler.process(msg)
         assert result.ok, result.error
         assert read_points(result.outputs["segmentation"])["class_id"].shape == (msg.width,)
+
+
+@pytest.fixture(scope="module")
+def tiny_scaled_checkpoint(tmp_path_factory):
+    """A tiny checkpoint whose metadata says intensity_scale 0.5 (e.g. trained on another sensor's scaling)."""
+    import torch
+
+    from elite_ros.checkpoint import make_metadata, save_checkpoint
+    from elite_ros.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8))
+    return save_checkpoint(tmp_path_factory.mktemp("home") / "tiny.safetensors", model,
+                           make_metadata(model, trained=False, intensity_scale=0.5))
+
+
+def test_checkpoint_path_with_tilde_is_expanded_for_check_and_load(tiny_scaled_checkpoint, monkeypatch):
+    monkeypatch.setenv("HOME", str(tiny_scaled_checkpoint.parent))
+    handler = SegmentationHandler.from_params(
+        SegmentParams(checkpoint="~/tiny.safetensors", device="cpu"), warmup=False)
+    assert handler.segmenter.voxel_config is not None
+    with pytest.raises(ParameterError, match="'checkpoint'.*no such file"):
+        SegmentationHandler.from_params(SegmentParams(checkpoint="~/missing.safetensors", device="cpu"))
+
+
+def test_intensity_is_normalised_once(tiny_scaled_checkpoint):
+    """raw / intensity_max in the handler is the only scaling: the segmenter runs with intensity_scale 1."""
+    from elite_ros.handler import NETWORK_INTENSITY_SCALE
+
+    handler = SegmentationHandler.from_params(
+        SegmentParams(checkpoint=str(tiny_scaled_checkpoint), device="cpu"), warmup=False)
+    assert NETWORK_INTENSITY_SCALE == 1.0 and handler.segmenter.intensity_scale == 1.0
