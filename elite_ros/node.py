@@ -82,7 +82,8 @@ def parameter_descriptor(name: str, prop: dict[str, Any]) -> ParameterDescriptor
     descriptor.additional_constraints = "; ".join(constraints)
     if prop["type"] == "array":  # an empty list has no element type (rclpy: BYTE_ARRAY / NOT_SET): the
         descriptor.dynamic_typing = True  # schema check in SegmentParams.from_dict enforces a list of names
-    if prop["type"] == "number":
+    if prop["type"] == "number":  # 100 in a params file / launch arrives as INTEGER: accept it (dynamic
+        descriptor.dynamic_typing = True  # typing), converted to float and range-checked by the schema
         descriptor.floating_point_range = [
             FloatingPointRange(from_value=float(prop["minimum"]), to_value=float(prop["maximum"]), step=0.0)
         ]
@@ -109,6 +110,8 @@ def declare_segment_parameters(node: Node) -> SegmentParams:
             raise ParameterError(name, str(error).split(": ", 1)[-1] if ": " in str(error) else str(error)) from None
         except InvalidParameterTypeException as error:
             raise ParameterError(name, f"wrong type: {error}") from None
+        if prop["type"] == "number" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if prop["type"] == "array" and value is None:  # `[]` in a params file arrives untyped (NOT_SET)
             value = []
         if prop["type"] == "array" and (isinstance(value, (list, tuple)) or type(value).__name__ == "array"):

@@ -203,12 +203,17 @@ def load_params_file(path: str | Path | None = None, *, node_name: str | None = 
     """Parameters from a ROS 2 params file (default: the shipped config/segment.param.yaml).
 
     Uses the ``/**`` section, or the section of `node_name` when given and present; values missing from the
-    file keep their defaults. Raises FileNotFoundError / ParameterError (naming the parameter).
+    file keep their defaults. ROS-standard node parameters (`use_sim_time`, `qos_overrides...`) are
+    ignored. Raises FileNotFoundError / ParameterError (naming the parameter, or `params_file` with the
+    path for a file that is not valid YAML).
     """
     path = Path(path) if path is not None else default_params_file()
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    document = yaml.safe_load(path.read_text()) or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParameterError("params_file", f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(document, dict):
         raise ParameterError("?", f"{path}: not a ROS 2 params file (expected '/**: ros__parameters: ...')")
     section = None
@@ -220,7 +225,18 @@ def load_params_file(path: str | Path | None = None, *, node_name: str | None = 
         section = next(iter(document.values()))
     if not isinstance(section, dict) or not isinstance(section.get(ROS_PARAMS_KEY), dict):
         raise ParameterError("?", f"{path}: no '{WILDCARD_NODE}: {ROS_PARAMS_KEY}:' section")
-    return SegmentParams.from_dict(section[ROS_PARAMS_KEY])
+    values = {key: value for key, value in section[ROS_PARAMS_KEY].items() if not _ros_standard(key)}
+    return SegmentParams.from_dict(values)
+
+
+#: parameters every rclpy node accepts (ROS 2 itself handles them): ignored by the bag tools
+ROS_STANDARD_PARAMETERS = ("use_sim_time",)
+QOS_OVERRIDES_PREFIX = "qos_overrides"
+
+
+def _ros_standard(name: str) -> bool:
+    """True for `use_sim_time` and ``qos_overrides`` / ``qos_overrides.<topic>...`` (node-only settings)."""
+    return name in ROS_STANDARD_PARAMETERS or name == QOS_OVERRIDES_PREFIX or name.startswith(QOS_OVERRIDES_PREFIX + ".")
 
 
 if __name__ == "__main__":  # python -m elite_ros.params: print the README parameter table

@@ -198,7 +198,7 @@ def test_no_work_without_subscribers(setup, luminar_clouds):
 @pytest.mark.parametrize(
     ("name", "value"),
     [("tta_votes", 0), ("device", "gpu"), ("precision", "int8"), ("filtered_classes", ["roads"]),
-     ("max_range", 5000.0), ("max_points", "many")],
+     ("max_range", 5000.0), ("max_range", 5000), ("max_range", "far"), ("max_points", "many")],
 )
 def test_invalid_parameter_stops_startup(ros_context, tiny_checkpoint, name, value):
     with pytest.raises(ParameterError) as info:
@@ -244,3 +244,44 @@ def test_publish_rgb_off_and_label_format(ros_context, tiny_checkpoint):
 def test_main_exits_with_error_on_invalid_parameter(capfd):
     assert main(["--ros-args", "-p", "tta_votes:=99"]) == 2
     assert "tta_votes" in capfd.readouterr().err
+
+
+def test_integer_for_a_double_parameter(ros_context, tiny_checkpoint):
+    """`max_range: 100` in YAML is an INTEGER to rclpy: accepted as 100.0, as `load_params_file` does."""
+    node = make_node(ros_context, tiny_checkpoint, max_range=100, min_range=1, latency_budget_ms=250)
+    try:
+        assert node.params.max_range == 100.0 and isinstance(node.params.max_range, float)
+        assert node.params.min_range == 1.0 and node.params.latency_budget_ms == 250.0
+    finally:
+        node.destroy_node()
+
+
+def test_starts_with_the_shipped_params_file_and_ros_standard_keys(tiny_checkpoint, tmp_path):
+    """`--ros-args --params-file config/segment.param.yaml` (as the launch file passes it), plus a second
+    file with use_sim_time, a qos_overrides block and an integer for a double: the node and the CLI's
+    `load_params_file` read both files the same way."""
+    from rclpy.qos import ReliabilityPolicy
+
+    from elite_ros.params import default_params_file, load_params_file
+
+    extra = tmp_path / "replay.yaml"
+    extra.write_text(
+        "/**:\n  ros__parameters:\n    use_sim_time: true\n    max_range: 100\n"
+        "    qos_overrides:\n      /segment_node/input/pointcloud:\n        subscription:\n"
+        "          reliability: reliable\n")
+    assert load_params_file(extra).max_range == 100.0
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(default_params_file()),
+                                      "--params-file", str(extra)])
+    try:
+        node = SegmentNode(context=context, parameter_overrides=[
+            Parameter("checkpoint", value=str(tiny_checkpoint)), Parameter("device", value="cpu")])
+        try:
+            shipped = load_params_file().replace(checkpoint=str(tiny_checkpoint), device="cpu", max_range=100.0)
+            assert node.params == shipped
+            assert node.get_parameter("use_sim_time").value is True
+            assert node._input.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -101,3 +101,37 @@ def test_readme_parameter_table_agrees_with_the_schema():
         pytest.skip("README.md has no parameter table yet (generate it with `python -m elite_ros.params`)")
     missing = [row.split("|")[1].strip() for row in rows if row not in text]
     assert not missing, f"README parameter rows differ from the schema for {missing}"
+
+
+ROS_STYLE_FILE = """\
+/**:
+  ros__parameters:
+    use_sim_time: true
+    qos_overrides:
+      /segment_node/input/pointcloud:
+        subscription:
+          reliability: reliable
+          depth: 10
+    qos_overrides./segment_node/output/pointcloud/segmentation.publisher.depth: 5
+    max_range: 100
+    device: cpu
+"""
+
+
+def test_params_file_accepts_what_the_node_accepts(tmp_path: Path):
+    """ROS-standard keys are the node's business; an integer is a valid double (as for the node)."""
+    path = tmp_path / "ros.yaml"
+    path.write_text(ROS_STYLE_FILE)
+    params = load_params_file(path)
+    assert params.max_range == 100.0 and isinstance(params.max_range, float) and params.device == "cpu"
+    path.write_text(ROS_STYLE_FILE + "    use_sim_tim: true\n")  # a typo is still refused, named
+    with pytest.raises(ParameterError, match="'use_sim_tim'"):
+        load_params_file(path)
+
+
+def test_broken_yaml_is_a_parameter_error_naming_the_file(tmp_path: Path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters:\n    device: [cpu\n    tta_votes: 1\n")
+    with pytest.raises(ParameterError, match="broken.yaml is not valid YAML") as raised:
+        load_params_file(broken)
+    assert raised.value.name == "params_file"
