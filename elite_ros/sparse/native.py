@@ -1,10 +1,14 @@
 """Native backend: submanifold convolution as gather-GEMM-scatter in plain PyTorch (CPU and GPU).
 
 Forward, per kernel offset k with pairs (i, o): ``out[o] += in[i] @ W_k`` where ``W_k`` is (in, out);
-the centre offset is a plain matrix product over all sites. Backward is the same loop run the other
-way: ``grad_in[i] += grad_out[o] @ W_k^T`` and ``grad_W_k = in[i]^T @ grad_out[o]``. A custom autograd
-function keeps only the input features for backward (autograd over the loop would store every gathered
-(P_k, C) block) and reuses two scratch buffers for all offsets instead of allocating per offset.
+the centre offset is a plain matrix product over all sites. The forward (:func:`fused_conv`) writes every
+offset's products into one buffer (the gather per offset reads the input rows in ascending order) and
+sums them per output with one ``embedding_bag`` over a precomputed grouping (:class:`FusedLayout`),
+instead of K^3 - 1 serial ``index_add_`` calls; in inference its scratch buffers come from a per-thread
+pool. Backward is the same loop run the other way: ``grad_in[i] += grad_out[o] @ W_k^T`` and
+``grad_W_k = in[i]^T @ grad_out[o]``. A custom autograd function keeps only the input features for
+backward (autograd over the loop would store every gathered (P_k, C) block) and reuses two scratch
+buffers for all offsets instead of allocating per offset.
 """
 from __future__ import annotations
 
