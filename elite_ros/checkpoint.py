@@ -31,11 +31,46 @@ FORMAT_VERSION = 1  # bump when the metadata schema changes incompatibly
 METADATA_KEY = "elite_ros"  # safetensors header key holding the JSON metadata
 DEFAULT_SEED = 0  # seed of the bundled untrained checkpoint
 CACHE_ENV = "ELITE_ROS_CACHE"  # overrides ~/.cache/elite_ros
+CONFIG_HASH_CHARS = 12  # hex digits of the StudentConfig hash in the default checkpoint's file name
 KITTI_INTENSITY_SCALE = 1.0  # KITTI .bin reflectance is already 0..1 (shared/data/README.md)
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used with this model; the message names file and fields."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: metadata field -> (check, what it must be): JSON types only, values are checked by `check_metadata`
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "architecture": (lambda v: isinstance(v, dict), "must be an object"),
+    "voxel": (lambda v: isinstance(v, dict), "must be an object"),
+    "class_names": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+                    "must be a list of strings"),
+    "palette": (lambda v: isinstance(v, list) and all(
+        isinstance(c, list) and len(c) == 3 and all(_is_int(x) and 0 <= x <= 255 for x in c) for c in v),
+        "must be a list of [r, g, b] integer triples 0..255"),
+    "learning_map": (lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and k.isdigit() and _is_int(x) for k, x in v.items()),
+        "must map raw ids (digit strings) to integer training ids"),
+    "intensity_scale": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
+    "training": (lambda v: isinstance(v, dict), "must be an object"),
+    "source_commit": (lambda v: isinstance(v, str), "must be a string"),
+    "trained": (lambda v: isinstance(v, bool), "must be true or false"),
+    "format_version": (_is_int, "must be an integer"),
+}
+
+
+def _type_problem(name: str, value: Any) -> str | None:
+    """Why metadata field `name` has the wrong JSON type (with the value found), or None when it is fine."""
+    check, expected = _FIELD_TYPES[name]
+    return None if check(value) else f"{expected}, got {json.dumps(value)[:60]}"
 
 
 @dataclass
@@ -78,6 +113,10 @@ class CheckpointMetadata:
         missing = sorted(k for k in ("architecture",) if k not in values)
         if missing:
             raise CheckpointError(f"{source}: metadata lacks field(s) {missing}")
+        problems = [f"{name} {reason}" for name, value in values.items()
+                    if (reason := _type_problem(name, value)) is not None]
+        if problems:
+            raise CheckpointError(f"{source}: metadata field(s) of the wrong type: " + "; ".join(problems))
         version = values.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise CheckpointError(f"{source}: metadata format_version {version}, this runtime reads "
@@ -127,6 +166,17 @@ def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str =
             problems.append(f"class_names has {len(metadata.class_names)} names, model has {num_classes} classes")
         if len(metadata.palette) != num_classes or any(len(c) != 3 for c in metadata.palette):
             problems.append(f"palette must be {num_classes} RGB triples")
+    # the runtime names classes and maps raw ids with elite_ros.labels: the file must agree with it
+    if len(metadata.class_names) == len(labels.CLASS_NAMES) and list(metadata.class_names) != list(labels.CLASS_NAMES):
+        differ = [f"{i}: {a!r} in file, {b!r} here" for i, (a, b) in
+                  enumerate(zip(metadata.class_names, labels.CLASS_NAMES)) if a != b]
+        problems.append(f"class_names differ from elite_ros.labels ({'; '.join(differ[:3])})")
+    expected_map = {str(k): int(v) for k, v in labels.LEARNING_MAP.items()}
+    if metadata.learning_map != expected_map:
+        differ = sorted(set(metadata.learning_map) ^ set(expected_map), key=int)
+        differ += [k for k in sorted(set(metadata.learning_map) & set(expected_map), key=int)
+                   if metadata.learning_map[k] != expected_map[k]]
+        problems.append(f"learning_map differs from elite_ros.labels at raw id(s) {differ[:5]}")
     try:
         voxel = metadata.voxel_config
     except (TypeError, ValueError) as error:
@@ -225,6 +275,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "elite_ros")
 
 
+def default_checkpoint_name(seed: int = DEFAULT_SEED) -> str:
+    """File name of the default checkpoint: seed, format version and a short hash of the default
+    StudentConfig, so a changed architecture never loads a stale cached file."""
+    import hashlib
+
+    from .student import StudentConfig
+
+    config = json.dumps(StudentConfig().to_dict(), sort_keys=True, default=str)
+    digest = hashlib.sha256(config.encode()).hexdigest()[:CONFIG_HASH_CHARS]
+    return f"student_untrained_seed{seed}_v{FORMAT_VERSION}_{digest}.safetensors"
+
+
 def default_checkpoint(seed: int = DEFAULT_SEED) -> Path:
     """Path of the bundled default checkpoint: seeded, UNTRAINED weights (metadata `trained: false`).
 
@@ -233,7 +295,7 @@ def default_checkpoint(seed: int = DEFAULT_SEED) -> Path:
     """
     from .student import Student, StudentConfig  # local: student imports nothing from here
 
-    path = cache_dir() / f"student_untrained_seed{seed}_v{FORMAT_VERSION}.safetensors"
+    path = cache_dir() / default_checkpoint_name(seed)
     if path.is_file():
         return path
     with torch.random.fork_rng(devices=[]):

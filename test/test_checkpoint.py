@@ -155,3 +155,54 @@ def test_default_checkpoint_is_untrained_deterministic_and_cached(tmp_path, monk
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     model = Student()
     assert load_checkpoint(second, model).trained is False
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("palette", 5), ("class_names", None), ("class_names", [1, 2]), ("learning_map", []),
+    ("learning_map", {"x": 1}), ("intensity_scale", "1"), ("intensity_scale", True), ("trained", "yes"),
+    ("voxel", None), ("architecture", [1]), ("palette", [[0, 0, 300]] * 20), ("training", 3),
+    ("source_commit", 1), ("format_version", "1"),
+])
+def test_metadata_of_the_wrong_type_is_refused_naming_the_field(tmp_path, name, value):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata[name] = value
+    text = json.dumps(metadata)
+    with pytest.raises(CheckpointError, match=rf"x: metadata field\(s\) of the wrong type: {name} must") as raised:
+        CheckpointMetadata.from_json(text, source="x")
+    assert name in str(raised.value)
+    with pytest.raises(CheckpointError, match=name):
+        load_checkpoint(_rewrite(path, metadata_json=text), _model(1))
+
+
+def test_class_names_and_learning_map_must_match_the_runtime_labels(tmp_path):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata["class_names"][1], metadata["class_names"][2] = metadata["class_names"][2], metadata["class_names"][1]
+    with pytest.raises(CheckpointError, match=r"class_names differ from elite_ros.labels \(1: 'bicycle'"):
+        load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
+    metadata = json.loads(read_metadata(path).to_json())
+    metadata["learning_map"]["252"] = 2
+    with pytest.raises(CheckpointError, match=r"learning_map differs from elite_ros.labels at raw id\(s\) \['252'\]"):
+        load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
+    metadata = json.loads(read_metadata(path).to_json())
+    del metadata["learning_map"]["10"]
+    with pytest.raises(CheckpointError, match=r"learning_map differs .* \['10'\]"):
+        load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
+
+
+def test_default_checkpoint_name_changes_with_the_architecture(monkeypatch):
+    from elite_ros import student
+    from elite_ros.checkpoint import default_checkpoint_name
+
+    name = default_checkpoint_name()
+    assert name.startswith("student_untrained_seed0_v") and name.endswith(".safetensors")
+    original = student.StudentConfig.to_dict
+
+    def wider(self):
+        return {**original(self), "hidden_channels": original(self)["hidden_channels"] + 1}
+
+    monkeypatch.setattr(student.StudentConfig, "to_dict", wider)
+    assert default_checkpoint_name() != name
+    monkeypatch.undo()
+    assert default_checkpoint_name() == name
