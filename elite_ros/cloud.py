@@ -179,19 +179,29 @@ def _uint(value: Any, what: str) -> int:
     return number
 
 
+def _field_tuples(raw_fields: Any) -> tuple[tuple[str, int, int, int], ...]:
+    """(name, offset, datatype, count) per PointField with the types checked: names non-empty str, numbers
+    plain ints (`operator.index`: 0.0 or "4" are refused, numpy integers become int)."""
+    out = []
+    for i, (name, offset, datatype, count) in enumerate(raw_fields):
+        if not isinstance(name, str) or not name:
+            raise CloudFormatError(f"PointField #{i} has an invalid name {name!r} (need a non-empty string)")
+        name = str(name)  # a str subclass (numpy str_) compares equal: key on the plain str
+        out.append((name, _uint(offset, f"field '{name}' offset"), _uint(datatype, f"field '{name}' datatype"),
+                    _uint(count, f"field '{name}' count")))
+    return tuple(out)
+
+
 @lru_cache(maxsize=256)
 def _point_format(
     raw_fields: tuple[tuple[Any, Any, Any, Any], ...], point_step: int, is_bigendian: bool
 ) -> _PointFormat:
-    """Validate (name, offset, datatype, count) tuples; cached, since clouds of a topic share a layout."""
-    fields = []
-    for i, (name, offset, datatype, count) in enumerate(raw_fields):
-        if not isinstance(name, str) or not name:
-            raise CloudFormatError(f"PointField #{i} has an invalid name {name!r} (need a non-empty string)")
-        fields.append(_Field(
-            name, _uint(offset, f"field '{name}' offset"), _uint(datatype, f"field '{name}' datatype"),
-            _uint(count, f"field '{name}' count"),
-        ))
+    """Validate (name, offset, datatype, count) tuples; cached, since clouds of a topic share a layout.
+
+    `raw_fields` must come from `_field_tuples` (str names, plain ints): the cache key compares with ==,
+    where 0.0 == 0 and True == 1, so the type checks happen there, before every lookup.
+    """
+    fields = [_Field(name, offset, datatype, count) for name, offset, datatype, count in raw_fields]
     by_name: dict[str, _Field] = {}
     for f in fields:
         if f.name in by_name:
@@ -260,12 +270,7 @@ def _layout(msg: Any) -> _Layout:
         raise CloudFormatError(f"a PointField ({type(err.obj).__name__}) has no attribute '{err.name}'") from None
     except TypeError:
         raise CloudFormatError(f"PointCloud2.fields must be a sequence, got {type(fields).__name__}") from None
-    try:
-        point_format = _point_format(raw_fields, point_step, is_bigendian)
-    except TypeError:  # an unhashable attribute value
-        raise CloudFormatError(
-            f"PointField attributes must be a string and integers, got {raw_fields!r:.200}"
-        ) from None
+    point_format = _point_format(_field_tuples(raw_fields), point_step, is_bigendian)
     buffer = _buffer(data)
     if height * width > 0:
         if point_step == 0:

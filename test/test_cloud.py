@@ -461,6 +461,23 @@ def test_malformed_message_raises_cloud_format_error_naming_the_problem(case):
     assert reason in str(info.value) and "\n" not in str(info.value)
 
 
+def test_layout_cache_never_skips_validation():
+    """The layout cache compares keys with ==, where 0.0 == 0 and 4.0 == 4: a float offset is refused even
+    right after the same layout with int offsets was decoded (and cached)."""
+    good = _good()
+    floats = _good(fields=[PlainField("x", 0.0, 7, 1), PlainField("y", 4.0, 7, 1), PlainField("z", 8.0, 7, 1)])
+    float_count = _good(fields=[PlainField("x", 0, 7, 1.0), PlainField("y", 4, 7, 1), PlainField("z", 8, 7, 1)])
+    for _ in range(2):  # before and after the int layout is in the cache
+        with pytest.raises(CloudFormatError, match="field 'x' offset must be an integer, got float 0.0"):
+            cloud.decode(floats)
+        with pytest.raises(CloudFormatError, match="field 'x' count must be an integer, got float 1.0"):
+            cloud.decode(float_count)
+        assert len(cloud.decode(good)) == 3
+    numpy_ints = _good(fields=[PlainField("x", np.int64(0), np.uint8(7), 1), PlainField("y", 4, 7, 1),
+                               PlainField("z", 8, 7, 1)])
+    assert len(cloud.decode(numpy_ints)) == 3  # integer types are fine
+
+
 def test_not_a_point_cloud():
     with pytest.raises(CloudFormatError, match="PlainHeader is not a PointCloud2: no attribute 'height'"):
         cloud.decode(PlainHeader())
