@@ -224,12 +224,11 @@ def test_luminar_decodes_identically_from_all_three_containers(luminar, luminar_
             np.testing.assert_array_equal(scan.index, ref.index)
 
 
-def test_luminar_through_elite_ros_bag_when_available(luminar, luminar_bags):
-    bag = pytest.importorskip("elite_ros.bag")
-    if not hasattr(bag, "iter_messages"):
-        pytest.skip("elite_ros.bag.iter_messages not there yet")
+def test_luminar_through_elite_ros_bag(luminar, luminar_bags):
+    from elite_ros.bag import iter_messages
+
     for storage, path in luminar_bags.items():
-        msgs = [m.msg for m in bag.iter_messages(path, topics=[LUMINAR_TOPIC])]
+        msgs = [m.msg for m in iter_messages(path, topics=[LUMINAR_TOPIC])]
         assert len(msgs) == 5, storage
         for msg, ros1 in zip(msgs, luminar):
             np.testing.assert_array_equal(cloud.decode(msg).xyz, cloud.decode(ros1).xyz)
