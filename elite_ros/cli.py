@@ -29,8 +29,10 @@ from elite_ros.evaluate import (
     CloudGroundTruth,
     Evaluation,
     ground_truth_ids,
+    ground_truth_kind,
     write_report,
 )
+from elite_ros.handler import OUTPUTS
 from elite_ros.params import ParameterError, SegmentParams, load_params_file
 
 UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
@@ -40,7 +42,6 @@ EXIT_USAGE = 2
 DEMO_FRAMES = 3  # synthetic frames the demo generates (3-5 keep it under 2 minutes on 2 cores)
 DEMO_FIXTURE = ("semantickitti", "spvnas_000000")  # labelled real scan in ../shared/data
 DATA_ENV = "ELITE_ROS_DATA"
-OUTPUTS_ALL = ("segmentation", "visualization", "filtered")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -85,14 +86,6 @@ def _attributions(recording, forced: bool = False) -> list[str]:
     return [KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION] if forced or recording.is_kitti else []
 
 
-def _free_path(path: Path) -> Path:
-    candidate, number = path, 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}_{number}")
-        number += 1
-    return candidate
-
-
 # ------------------------------------------------------------------------------------------- commands
 def cmd_segment(args: argparse.Namespace) -> int:
     from elite_ros.replay import Recording, default_output_path, replay
@@ -125,7 +118,7 @@ def _evaluate_stored(recording, topics, field: str, ground_truth: CloudGroundTru
         if field not in points.dtype.names:
             raise ParameterError("--stored-predictions",
                                  f"field {field!r} not in {message.topic} (fields: {points.dtype.names})")
-        prediction = ground_truth_ids(points[field], "raw" if field == "label" else "train")
+        prediction = ground_truth_ids(points[field], ground_truth_kind(field))
         evaluation.add_frame(None, points.shape[0])
         truth = ground_truth(message.msg)
         if truth is not None:
@@ -134,10 +127,10 @@ def _evaluate_stored(recording, topics, field: str, ground_truth: CloudGroundTru
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from elite_ros.replay import Recording, replay
+    from elite_ros.replay import Recording, free_path, replay
 
     recording = Recording.open(args.input)
-    report = Path(args.report) if args.report else _free_path(Path.cwd() / f"report_{recording.path.name}")
+    report = Path(args.report) if args.report else free_path(Path.cwd() / f"report_{recording.path.name}")
     exclude = [args.stored_predictions] if args.stored_predictions else []
     ground_truth = CloudGroundTruth(args.gt_field, args.gt_kind, exclude=exclude)
     notes: list[str] = []
@@ -274,7 +267,7 @@ def make_demo_input(cache: Path, frames: int = DEMO_FRAMES) -> tuple[Path, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from elite_ros.checkpoint import cache_dir
-    from elite_ros.replay import Recording, replay
+    from elite_ros.replay import Recording, free_path, replay
 
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else cache_dir() / "demo"
@@ -284,9 +277,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     recording = Recording.open(bag)
     params = _params(args)
     handler = _handler(params)
-    run = _free_path(cache / time.strftime("run_%Y%m%d_%H%M%S"))
+    run = free_path(cache / time.strftime("run_%Y%m%d_%H%M%S"))
     evaluation = Evaluation()
-    summary = replay(recording, handler, output=run / "segmented", outputs=OUTPUTS_ALL,
+    summary = replay(recording, handler, output=run / "segmented", outputs=OUTPUTS,
                      evaluation=evaluation, ground_truth=CloudGroundTruth(), progress=not args.no_progress)
     print(summary.text())
     notes = [] if handler.trained else [UNTRAINED_NOTE]

@@ -349,10 +349,19 @@ def _plot_latency(
 
 
 # ------------------------------------------------------------------------------------- ground truth
+#: field names holding raw SemanticKITTI ids (`.label` values); any other label field holds training ids
+RAW_ID_FIELDS = ("label", "gt_label")
+
+
+def ground_truth_kind(field: str) -> str:
+    """"raw" for a field of raw SemanticKITTI ids (`label`, `gt_label`), else "train" (training ids 0..19)."""
+    return "raw" if field in RAW_ID_FIELDS else "train"
+
+
 #: ground-truth fields looked for, in order, when none is named: (field, kind). Not `class_id`: that is this
 #: package's own output (a segmented bag would be scored against its own predictions); name it with
 #: `--gt-field class_id` when a cloud really carries training-id ground truth under that name.
-GROUND_TRUTH_FIELDS = (("label", "raw"), ("gt_label", "raw"), ("gt_class_id", "train"))
+GROUND_TRUTH_FIELDS = tuple((name, ground_truth_kind(name)) for name in ("label", "gt_label", "gt_class_id"))
 
 
 def find_ground_truth_field(field_names: Iterable[str], exclude: Iterable[str] = ()) -> tuple[str, str] | None:
@@ -387,7 +396,7 @@ class CloudGroundTruth:
                 raise ValueError(f"ground-truth field {self.field!r} not in the cloud (fields: {', '.join(names)})")
             name, kind = self.field, self.kind
             if kind == "auto":
-                kind = "raw" if name in ("label", "gt_label") else "train"
+                kind = ground_truth_kind(name)
         else:
             found = find_ground_truth_field(names, self.exclude)
             if found is None:

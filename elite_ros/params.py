@@ -21,6 +21,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from elite_ros.cloud import DEFAULT_INTENSITY_FIELDS  # tried in order when `intensity_field` is empty
 from elite_ros.labels import CLASS_NAMES
 
 PACKAGE = "elite_ros"
@@ -28,8 +29,6 @@ SCHEMA_FILE = ("schema", "segment.param.schema.json")
 PARAMS_FILE = ("config", "segment.param.yaml")
 ROS_PARAMS_KEY = "ros__parameters"
 WILDCARD_NODE = "/**"
-#: the intensity field names tried in order when `intensity_field` is empty (Autoware, Ouster, KITTI tools)
-DEFAULT_INTENSITY_FIELDS = ("intensity", "reflectivity", "i")
 NO_INTENSITY = "none"
 
 

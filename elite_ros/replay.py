@@ -314,9 +314,14 @@ def default_output_path(input_path: str | os.PathLike[str], suffix: str = "segme
     """``<input>_<suffix>`` next to the input (a free name: ``_2``, ``_3`` ... when taken)."""
     path = Path(input_path)
     stem = _STEM.sub("_", path.name.removesuffix(".bag").removesuffix(".mcap").removesuffix(".db3"))
-    candidate = path.with_name(f"{stem}_{suffix}")
-    number = 2
+    return free_path(path.with_name(f"{stem}_{suffix}"))
+
+
+def free_path(path: str | os.PathLike[str]) -> Path:
+    """`path` itself when nothing is there, else the first free ``<path>_2``, ``<path>_3`` ..."""
+    path = Path(path)
+    candidate, number = path, 2
     while candidate.exists():
-        candidate = path.with_name(f"{stem}_{suffix}_{number}")
+        candidate = path.with_name(f"{path.name}_{number}")
         number += 1
     return candidate

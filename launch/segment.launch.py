@@ -12,10 +12,10 @@ a ROS distro (launch / launch_ros are not on PyPI).
 """
 from __future__ import annotations
 
+from elite_ros.handler import OUTPUTS  # no ROS import: usable without a ROS distro
 from elite_ros.params import default_params_file
 
 NODE_NAME = "segment_node"
-OUTPUTS = ("segmentation", "visualization", "filtered")
 ARGUMENTS = {
     "input_topic": ("/pointcloud", "PointCloud2 topic to segment (remapped onto ~/input/pointcloud)"),
     "output_prefix": ("", "namespace for the three outputs (<prefix>/segmentation, /visualization, /filtered); "

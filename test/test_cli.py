@@ -141,3 +141,37 @@ def test_demo_on_the_semantickitti_fixture(capsys, monkeypatch, tiny_checkpoint,
     stamp = demo_bag.stat().st_mtime_ns
     assert cli.make_demo_input(cache)[0] == demo_bag and demo_bag.stat().st_mtime_ns == stamp
     assert len(list(iter_messages(demo_bag))) == 1
+
+
+def test_stored_raw_id_predictions_use_the_evaluate_kind_rule(capsys, tmp_path):
+    """`--stored-predictions gt_label` holds raw ids (as CloudGroundTruth reads `gt_label`): one rule for both."""
+    from elite_ros.evaluate import ground_truth_kind
+
+    assert (ground_truth_kind("label"), ground_truth_kind("gt_label"), ground_truth_kind("class_id")) == (
+        "raw", "raw", "train")
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    gt, pred = [1, 1, 1, 2, 2, 0, 3], [1, 1, 2, 2, 0, 1, 3]
+    raw = lambda ids: np.array([LEARNING_MAP_INV[c] for c in ids], np.uint32) | (np.uint32(5) << 16)  # noqa: E731
+    path = tmp_path / "raw_predictions"
+    with BagWriter(path) as writer:
+        n = len(gt)
+        writer.write("/cloud", CLOUD_TYPE, 10**8, make_cloud(
+            {"x": np.arange(n, dtype=np.float32), "y": np.zeros(n, np.float32), "z": np.zeros(n, np.float32),
+             "label": raw(gt), "gt_label": raw(pred)}, Header(stamp=Time(sec=0, nanosec=0), frame_id="lidar")))
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "evaluate", path, "--stored-predictions", "gt_label", "--report", report,
+                         "--no-progress")
+    assert code == 0, err
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["iou"]["car"] == pytest.approx(2 / 3) and metrics["iou"]["bicycle"] == pytest.approx(1 / 2)
+
+
+def test_one_definition_of_outputs_and_free_paths(tmp_path):
+    from elite_ros import cli, handler, replay
+
+    assert cli.OUTPUTS is handler.OUTPUTS and not hasattr(cli, "_free_path") and not hasattr(cli, "OUTPUTS_ALL")
+    assert replay.free_path(tmp_path / "r") == tmp_path / "r"
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r_2").mkdir()
+    assert replay.free_path(tmp_path / "r") == tmp_path / "r_3"

@@ -63,3 +63,17 @@ def test_launch_description_builds_the_node(launch_module):
     opaque = next(e for e in description.entities if isinstance(e, OpaqueFunction))
     (node,) = opaque.execute(context)
     assert isinstance(node, Node)
+
+
+def test_outputs_come_from_the_handler_without_a_ros_import(launch_module):
+    import subprocess
+    import sys
+
+    from elite_ros.handler import OUTPUTS
+
+    assert launch_module.OUTPUTS is OUTPUTS
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('l', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "bad = [n for n in ('rclpy', 'launch', 'launch_ros', 'torch') if n in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code, str(LAUNCH_FILE)], check=True, timeout=120)

@@ -135,3 +135,10 @@ def test_broken_yaml_is_a_parameter_error_naming_the_file(tmp_path: Path):
     with pytest.raises(ParameterError, match="broken.yaml is not valid YAML") as raised:
         load_params_file(broken)
     assert raised.value.name == "params_file"
+
+
+def test_intensity_field_names_defined_once():
+    from elite_ros import cloud, params
+
+    assert params.DEFAULT_INTENSITY_FIELDS is cloud.DEFAULT_INTENSITY_FIELDS
+    assert SegmentParams().intensity_fields is cloud.DEFAULT_INTENSITY_FIELDS
