@@ -463,9 +463,11 @@ def test_malformed_message_raises_cloud_format_error_naming_the_problem(case):
 def test_layout_cache_never_skips_validation():
     """The layout cache compares keys with ==, where 0.0 == 0 and 4.0 == 4: a float offset is refused even
     right after the same layout with int offsets was decoded (and cached)."""
-    good = _good()
-    floats = _good(fields=[PlainField("x", 0.0, 7, 1), PlainField("y", 4.0, 7, 1), PlainField("z", 8.0, 7, 1)])
-    float_count = _good(fields=[PlainField("x", 0, 7, 1.0), PlainField("y", 4, 7, 1), PlainField("z", 8, 7, 1)])
+    good = _good()  # x, y, z, intensity float32 at 0, 4, 8, 12
+    same = [(f.name, f.offset, f.datatype, f.count) for f in good.fields]
+    floats = _good(fields=[PlainField(n, float(o), d, c) for n, o, d, c in same])
+    float_count = _good(fields=[PlainField(n, o, d, 1.0 if n == "x" else c) for n, o, d, c in same])
+    assert [(f.name, f.offset, f.datatype, f.count) for f in floats.fields] == same  # == although floats
     for _ in range(2):  # before and after the int layout is in the cache
         with pytest.raises(CloudFormatError, match="field 'x' offset must be an integer, got float 0.0"):
             cloud.decode(floats)
