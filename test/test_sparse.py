@@ -362,10 +362,11 @@ def test_torchsparse_adapter_logic_against_a_stand_in(monkeypatch):
             cached.cache_clear()
 
 
-@pytest.mark.parametrize("kernel_size", [1, 3, 5])
-def test_native_fused_conv_with_bias_and_centre_term_equals_dense(kernel_size):
+@pytest.mark.parametrize("kernel_size, chunk_sites", [(1, 10_000), (3, 10_000), (3, 7), (5, 16)])
+def test_native_fused_conv_with_bias_and_centre_term_equals_dense(kernel_size, chunk_sites):
     """fused_conv (one gather, GEMM per offset, one segmented sum) plus a bias and a 1x1x1 term at the
-    centre, with reused scratch buffers, equals the dense conv3d reference."""
+    centre, with reused scratch buffers, in one chunk of output sites or several, equals the dense conv3d
+    reference."""
     from elite_ros.sparse.native import fused_conv, offset_weights
     coords = random_grid(7)
     shape, batch = (5, 6, 7), 2
@@ -380,7 +381,8 @@ def test_native_fused_conv_with_bias_and_centre_term_equals_dense(kernel_size):
         features = torch.randn(len(coords), 4, generator=generator)
         extra = torch.randn(len(coords), 3, generator=generator)
         with torch.no_grad():
-            out = fused_conv(features, offset_weights(weight), kernel_map, bias=bias, extra=(extra, extra_weight))
+            out = fused_conv(features, offset_weights(weight), kernel_map, bias=bias, extra=(extra, extra_weight),
+                             chunk_sites=chunk_sites)
         expected = dense_reference(features, coords, shape, batch, weight, bias) + extra @ extra_weight
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
         outputs.append((out, expected))

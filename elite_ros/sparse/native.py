@@ -57,48 +57,44 @@ def _gather_gemm_scatter(features: torch.Tensor, weights: torch.Tensor, kernel_m
     return result
 
 
-@dataclass(frozen=True)
-class FusedLayout:
-    """A kernel map flattened for one-pass reduction: all products in one buffer, summed per output.
+CHUNK_SITES = 16_384  # output sites per fused chunk: its products stay cache-resident (measured on the scan)
 
-    Product rows: the M centre rows first (row ``o`` is site ``o``), then the pairs of every other
-    offset in offset order (``offset_rows[k]`` slices them). ``gather_index`` (P,): the input row of
-    each non-centre pair, in that order (ascending within an offset). ``bag_rows`` (M + P,) lists the product rows grouped by output
-    site and ``bag_starts`` (M,) where each site's group starts, the operands of one ``embedding_bag``
-    sum, which replaces K^3 - 1 serial ``index_add_`` calls.
+
+@dataclass(frozen=True)
+class FusedChunk:
+    """The pairs feeding output sites ``[start, end)``, laid out for one segmented sum.
+
+    Product rows: the ``end - start`` centre rows first (row ``r`` is site ``start + r``), then per
+    non-centre offset ``k`` in order, ``pieces`` = (k, first row, end row). ``gather_index`` (rows -
+    centre rows,): the input site of each non-centre product row. ``bag_rows`` (rows,) lists the product
+    rows grouped by output site, centre first, and ``bag_starts`` (end - start,) where each site's group
+    starts: the operands of one ``embedding_bag`` sum, which replaces serial ``index_add_`` calls.
     """
 
-    num_sites: int
-    offset_rows: tuple[tuple[int, int] | None, ...]
+    start: int
+    end: int
+    rows: int
+    pieces: tuple[tuple[int, int, int], ...]
     gather_index: torch.Tensor
     bag_rows: torch.Tensor
     bag_starts: torch.Tensor
 
 
-def fused_layout(kernel_map: KernelMap, num_sites: int) -> FusedLayout:
-    """The :class:`FusedLayout` of ``kernel_map`` over ``num_sites`` sites, built once and cached on the map."""
-    layout = kernel_map.cache.get("fused_layout")
-    if layout is not None and layout.num_sites == num_sites:
-        return layout
-    device = next((i.device for i in kernel_map.in_index if i is not None), torch.device("cpu"))
-    sites = torch.arange(num_sites, dtype=torch.int64, device=device)
-    offset_rows: list[tuple[int, int] | None] = []
-    inputs, outputs = [], [sites]
-    row = num_sites
-    # Offset k's pairs are offset (K^3 - 1 - k)'s with the roles swapped, and that map lists them by
-    # ascending output row: read that way, offset k's gather walks the features in row order.
-    mirrored = zip(reversed(kernel_map.out_index), reversed(kernel_map.in_index))
-    for source, target in mirrored:
-        if source is None or source.numel() == 0:
-            offset_rows.append(None)
-            continue
-        offset_rows.append((row, row + source.numel()))
-        row += source.numel()
-        inputs.append(source)
-        outputs.append(target)
-    # Counting sort of the product rows by output site (no comparison sort): a site's rows keep the
-    # product-row order, centre first. Each offset hits a site at most once, so one gather and one
-    # scatter per offset advance the per-site cursors.
+@dataclass(frozen=True)
+class FusedLayout:
+    """A kernel map cut into :class:`FusedChunk` s of at most :data:`CHUNK_SITES` output sites."""
+
+    num_sites: int
+    chunks: tuple[FusedChunk, ...]
+
+
+def _group_by_output(outputs: list[torch.Tensor], num_sites: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counting sort of product rows by output site: (bag_rows (rows,), bag_starts (num_sites,)).
+
+    ``outputs``: per block of product rows, in row order, each row's output site in [0, num_sites); a
+    site appears at most once per block, so one gather and one scatter per block advance per-site cursors
+    and a site's rows keep the product-row order.
+    """
     counts = torch.bincount(torch.cat(outputs), minlength=num_sites)
     bag_starts = torch.cumsum(counts, 0) - counts
     cursor = bag_starts.clone()
@@ -107,11 +103,43 @@ def fused_layout(kernel_map: KernelMap, num_sites: int) -> FusedLayout:
         position = cursor.index_select(0, target)
         cursor.index_copy_(0, target, position + 1)
         positions.append(position)
-    bag_rows = torch.empty(row, dtype=torch.int64, device=device)
-    bag_rows[torch.cat(positions)] = torch.arange(row, dtype=torch.int64, device=device)
-    gather_index = torch.cat(inputs) if inputs else sites[:0]
-    layout = FusedLayout(num_sites, tuple(offset_rows), gather_index, bag_rows, bag_starts)
-    kernel_map.cache["fused_layout"] = layout
+    bag_rows = torch.empty(rows, dtype=torch.int64, device=bag_starts.device)
+    bag_rows[torch.cat(positions)] = torch.arange(rows, dtype=torch.int64, device=bag_starts.device)
+    return bag_rows, bag_starts
+
+
+def fused_layout(kernel_map: KernelMap, num_sites: int, chunk_sites: int = CHUNK_SITES) -> FusedLayout:
+    """The :class:`FusedLayout` of ``kernel_map`` over ``num_sites`` sites, built once and cached on the map."""
+    if chunk_sites < 1:
+        raise ValueError(f"chunk_sites must be >= 1, got {chunk_sites}")
+    key = ("fused_layout", num_sites, chunk_sites)
+    layout = kernel_map.cache.get(key)
+    if layout is not None:
+        return layout
+    device = next((i.device for i in kernel_map.in_index if i is not None), torch.device("cpu"))
+    pairs = [(k, source, target) for k, (source, target) in enumerate(zip(kernel_map.in_index, kernel_map.out_index))
+             if source is not None and source.numel() > 0]
+    bounds = list(range(0, num_sites, chunk_sites)) + [num_sites]
+    # out_index[k] is sorted: each chunk's pairs of offset k are one slice
+    cuts = [torch.searchsorted(target, torch.tensor(bounds, dtype=target.dtype, device=device)).tolist()
+            for _, _, target in pairs]
+    chunks = []
+    for c, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        local_sites = torch.arange(end - start, dtype=torch.int64, device=device)
+        pieces, inputs, outputs = [], [], [local_sites]
+        rows = end - start
+        for (k, source, target), cut in zip(pairs, cuts):
+            low, high = cut[c], cut[c + 1]
+            if high > low:
+                pieces.append((k, rows, rows + high - low))
+                rows += high - low
+                inputs.append(source[low:high])
+                outputs.append(target[low:high] - start)
+        bag_rows, bag_starts = _group_by_output(outputs, end - start, rows)
+        gather_index = torch.cat(inputs) if inputs else local_sites[:0]
+        chunks.append(FusedChunk(start, end, rows, tuple(pieces), gather_index, bag_rows, bag_starts))
+    layout = FusedLayout(num_sites, tuple(chunks))
+    kernel_map.cache[key] = layout
     return layout
 
 
@@ -140,8 +168,9 @@ def _scratch(name: str, rows: int, columns: int, like: torch.Tensor, keep: bool)
 def fused_conv(features: torch.Tensor, weights: torch.Tensor, kernel_map: KernelMap,
                bias: torch.Tensor | None = None,
                extra: tuple[torch.Tensor, torch.Tensor] | None = None,
-               keep_buffers: bool | None = None) -> torch.Tensor:
-    """Submanifold convolution as one gather, one GEMM per offset and one segmented sum.
+               keep_buffers: bool | None = None, chunk_sites: int = CHUNK_SITES) -> torch.Tensor:
+    """Submanifold convolution per chunk of output sites: per offset a gather and a GEMM into one product
+    buffer, then one segmented sum (``embedding_bag``) of the chunk's products.
 
     features (M, C_in); weights (K^3, C_in, C_out), the right operands of ``features @ W_k``;
     bias (C_out,) or None; ``extra`` = (features2 (M, C_2), weight2 (C_2, C_out)): a 1x1x1 term
@@ -151,29 +180,34 @@ def fused_conv(features: torch.Tensor, weights: torch.Tensor, kernel_map: Kernel
     Not differentiable through autograd by itself: :class:`_SubmanifoldConv` wraps it for training.
     """
     num_sites = features.shape[0]
-    layout = fused_layout(kernel_map, num_sites)
+    layout = fused_layout(kernel_map, num_sites, chunk_sites)
     keep = not torch.is_grad_enabled() if keep_buffers is None else keep_buffers
     channels_out = weights.shape[2]
-    total = layout.bag_rows.numel()
-    product = _scratch("product", total, channels_out, features, keep)
-    centre = product[:num_sites]
-    if bias is None:
-        torch.mm(features, weights[kernel_map.centre], out=centre)
-    else:
-        torch.addmm(bias, features, weights[kernel_map.centre], out=centre)
-    if extra is not None:
-        centre.addmm_(extra[0], extra[1])
-    if total > num_sites:  # per offset: gather into a small cache-resident buffer, GEMM into place
-        largest = max(end - start for start, end in filter(None, layout.offset_rows))
-        gathered = _scratch("gathered", largest, features.shape[1], features, keep)
-        for k, rows in enumerate(layout.offset_rows):
-            if rows is None:
-                continue
-            start, end = rows
-            block = gathered[:end - start]
-            torch.index_select(features, 0, layout.gather_index[start - num_sites:end - num_sites], out=block)
-            torch.mm(block, weights[k], out=product[start:end])
-    return F.embedding_bag(layout.bag_rows, product, layout.bag_starts, mode="sum")
+    if len(layout.chunks) != 1:
+        result = features.new_empty((num_sites, channels_out))
+    for chunk in layout.chunks:
+        product = _scratch("product", chunk.rows, channels_out, features, keep)
+        centre = product[:chunk.end - chunk.start]
+        sites = features[chunk.start:chunk.end]
+        if bias is None:
+            torch.mm(sites, weights[kernel_map.centre], out=centre)
+        else:
+            torch.addmm(bias, sites, weights[kernel_map.centre], out=centre)
+        if extra is not None:
+            centre.addmm_(extra[0][chunk.start:chunk.end], extra[1])
+        if chunk.pieces:  # per offset: gather into a small cache-resident buffer, GEMM into place
+            largest = max(end - start for _, start, end in chunk.pieces)
+            gathered = _scratch("gathered", largest, features.shape[1], features, keep)
+            first = chunk.end - chunk.start
+            for k, start, end in chunk.pieces:
+                block = gathered[:end - start]
+                torch.index_select(features, 0, chunk.gather_index[start - first:end - first], out=block)
+                torch.mm(block, weights[k], out=product[start:end])
+        summed = F.embedding_bag(chunk.bag_rows, product, chunk.bag_starts, mode="sum")
+        if len(layout.chunks) == 1:
+            return summed
+        result[chunk.start:chunk.end] = summed
+    return result
 
 
 def _weight_gradient(features: torch.Tensor, grad_output: torch.Tensor, kernel_map: KernelMap) -> torch.Tensor:
