@@ -20,6 +20,9 @@ Exact algebraic rewrites make it cheaper than the official code without changing
   scale and summed (Linear over a concatenation = sum of Linears over the parts), the gather and sum
   fused in one `embedding_bag`; the whole decoder runs once per distinct tuple of stage voxels (points
   sharing all four voxels get identical logits) and is gathered back to the points.
+In inference (eval mode, autograd off, native backend) each SparseBasicBlock folds its BatchNorms into
+the conv weights and sums the 1x1x1 shortcut at conv2's centre offset: two fused convolutions
+(`sparse.native.fused_conv`) and two in-place LeakyReLUs.
 Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (see voxel.py).
 """
 from __future__ import annotations
@@ -160,6 +163,9 @@ class SparseBasicBlock(nn.Module):
         Two fused convolutions (gather, GEMM per offset, one segmented sum; see sparse.native.fused_conv)
         and two in-place LeakyReLUs, instead of three convs, three BNs, an add and two activations.
         """
+        if features.dim() != 2 or features.shape != (grid.num_sites, self.conv1.in_channels):
+            raise ValueError(f"features must have shape ({grid.num_sites}, {self.conv1.in_channels}) for this grid,"
+                             f" got {tuple(features.shape)}")
         kernel_map = grid.kernel_map(self.conv1.kernel_size)
         dtype = features.dtype
         weight1, bias1 = _fold_batch_norm(self.conv1, self.norm1)

@@ -38,7 +38,7 @@ def resolve_backend(name: str, training: bool, device: torch.device | str) -> st
     "auto": spconv on CUDA (inference and training) when available, native everywhere else. On the
     CPU native wins: spconv 2.3.8 has no CPU backward pass, and its CPU convolution gives wrong
     results with more than one torch thread, so it runs single-threaded here and is slower
-    (benchmarks/student.py: 124,668-point scan, 2 threads, native 0.98 s vs spconv 1.19 s p50).
+    (benchmarks/student.py: 124,668-point scan, 2 threads, native 0.76 s vs spconv 1.31 s p50 end to end).
     An explicit name is checked for availability and for training with spconv on the CPU.
     """
     _check_name(name)
