@@ -1,8 +1,11 @@
 """Shared pytest set-up: fixture paths and a ROS 2 environment that never leaves the loopback."""
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,9 @@ import pytest
 # Before anything can import rclpy: DDS discovery stays on this machine, in a domain of our own.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+# The default (untrained) checkpoint and demo data are cached per test run, never in the user's ~/.cache.
+os.environ["ELITE_ROS_CACHE"] = tempfile.mkdtemp(prefix="elite_ros_test_cache_")
+atexit.register(shutil.rmtree, os.environ["ELITE_ROS_CACHE"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 #: ../shared/data next to the repository (CI clones with shared/ beside it); ELITE_ROS_DATA overrides.
