@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import labels
+from .atomic import atomic_file
 from .voxel import VoxelConfig
 
 FORMAT_VERSION = 1  # bump when the metadata schema changes incompatibly
@@ -210,15 +210,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: CheckpointMeta
     metadata = metadata if metadata is not None else make_metadata(model)
     check_metadata(metadata, model, source=str(path))
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, temp, metadata={METADATA_KEY: metadata.to_json()})
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as temp:
+        save_file(tensors, str(temp), metadata={METADATA_KEY: metadata.to_json()})
     return path
 
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from elite_ros.atomic import atomic_dir
 from elite_ros.labels import CLASS_NAMES, IGNORE_ID, NUM_CLASSES, palette_rgb, to_training_ids
 
 KITTI_ATTRIBUTION = (
@@ -178,29 +176,16 @@ def write_report(
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"report folder exists: {out_dir} (choose another or overwrite)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     metrics = evaluation.metrics()
     metrics["context"] = dict(context or {})
     metrics["notes"] = list(notes)
     metrics["attributions"] = list(attributions)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, replace=True) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _plot_confusion(evaluation.confusion, tmp / "confusion.png", figure_note)
         _plot_iou(evaluation.iou, metrics["miou"], tmp / "per_class_iou.png", figure_note)
         _plot_latency(evaluation.latency_ms, evaluation.stage_ms, tmp / "latency.png", figure_note)
         (tmp / "report.md").write_text(_markdown(title, metrics))
-        if out_dir.exists():  # overwrite: move the old one aside, swap, then delete it
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -16,13 +16,12 @@ semantic | instance << 16; calibration lines ``KEY: v0 v1 ...`` row-major; `pose
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from elite_ros.atomic import atomic_file
 from elite_ros_training.data.frame import Frame
 from elite_ros_training.data.projection import projection_matrix, to_homogeneous
 
@@ -193,16 +192,8 @@ def save_pseudo_labels(path: str | Path, labels: np.ndarray) -> None:
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.shape[0] != 2 or labels.dtype != np.uint16:
         raise ValueError(f"pseudo labels must be (2, H, W) uint16, got {labels.shape} {labels.dtype}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **{PSEUDO_LABEL_KEY: labels})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **{PSEUDO_LABEL_KEY: labels})
 
 
 def load_pseudo_labels(path: str | Path) -> np.ndarray:

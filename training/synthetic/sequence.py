@@ -12,8 +12,6 @@ Folder layout (SemanticKITTI / KITTI odometry):
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +19,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from elite_ros.atomic import atomic_dir
 
 from .camera import CAMERA_RANGE, KITTI_P0, KITTI_P1, KITTI_P2, KITTI_P3, KITTI_TR, CameraFrame, render
 from .lidar import LidarConfig, LidarScan, scan
@@ -105,10 +105,7 @@ def generate_sequence(out: str | os.PathLike, frames: int, seed: int = 0, progre
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"refusing to overwrite {out}: it exists and is not an empty folder")
     sequence = SyntheticSequence(frames=frames, seed=seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"  # a sibling: the final rename stays on one disk
-    tmp.mkdir()
-    try:
+    with atomic_dir(out) as tmp:
         for sub in ("velodyne", "labels", "image_2"):
             (tmp / sub).mkdir()
         (tmp / "calib.txt").write_text(calib_text())
@@ -117,10 +114,4 @@ def generate_sequence(out: str | os.PathLike, frames: int, seed: int = 0, progre
         (tmp / "times.txt").write_text("".join(f"{i * FRAME_PERIOD:.6e}\n" for i in range(frames)))
         for frame in tqdm(sequence, total=frames, desc=f"synth {out.name}", unit="frame", disable=not progress):
             write_frame(tmp, frame)
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
