@@ -28,12 +28,12 @@ from elite_ros.bag import TYPESTORE, BagMessage, BagWriter, bag_info, iter_messa
 from elite_ros.cloud import make_cloud
 from elite_ros.evaluate import Evaluation, latency_stats
 from elite_ros.handler import OUTPUTS, SegmentationHandler
+from elite_ros.kitti import KittiFormatError, read_bin, read_label, read_times
 
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 KITTI_TOPIC = "/kitti/velodyne_points"
 KITTI_FRAME = "velodyne"
 KITTI_PERIOD_NS = 100_000_000  # 10 Hz HDL-64E, used when times.txt is absent
-KITTI_POINT_FLOATS = 4  # x, y, z, intensity (shared/data/README.md)
 MAX_REPORTED_ERRORS = 5  # skipped-message lines printed during a replay
 MAX_STORED_ERRORS = 20  # skipped-message lines kept in ReplaySummary.errors (the counters count them all)
 
@@ -63,7 +63,10 @@ def _kitti_files(folder: Path) -> list[tuple[Path, Path | None]]:
 def _kitti_times(folder: Path, count: int) -> list[int]:
     times_file = folder / "times.txt"
     if times_file.is_file():
-        times = [float(v) for v in times_file.read_text().split()]
+        try:
+            times = read_times(times_file).tolist()
+        except KittiFormatError as error:
+            raise ReplayError(str(error)) from None
         if len(times) < count:
             raise ReplayError(f"{times_file}: {len(times)} times for {count} scans")
         return [int(round(t * 1e9)) for t in times[:count]]
@@ -72,16 +75,13 @@ def _kitti_times(folder: Path, count: int) -> list[int]:
 
 def read_kitti_scan(bin_path: Path, label_path: Path | None = None) -> dict[str, np.ndarray]:
     """One KITTI scan as point fields: x, y, z, intensity float32 (N,) [+ label uint32 (N,)]."""
-    raw = np.fromfile(bin_path, dtype="<f4")
-    if raw.size % KITTI_POINT_FLOATS:
-        raise ReplayError(f"{bin_path}: {raw.nbytes} bytes is not a whole number of 16-byte KITTI points")
-    points = raw.reshape(-1, KITTI_POINT_FLOATS)
-    fields = {name: np.ascontiguousarray(points[:, i]) for i, name in enumerate(("x", "y", "z", "intensity"))}
-    if label_path is not None:
-        labels = np.fromfile(label_path, dtype="<u4")
-        if labels.shape[0] != points.shape[0]:
-            raise ReplayError(f"{label_path}: {labels.shape[0]} labels for {points.shape[0]} points in {bin_path.name}")
-        fields["label"] = labels
+    try:
+        points = read_bin(bin_path)
+        fields = {name: np.ascontiguousarray(points[:, i]) for i, name in enumerate(("x", "y", "z", "intensity"))}
+        if label_path is not None:
+            fields["label"] = read_label(label_path, len(points))
+    except KittiFormatError as error:
+        raise ReplayError(str(error)) from None
     return fields
 
 

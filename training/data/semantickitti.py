@@ -22,26 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from elite_ros.atomic import atomic_file
+from elite_ros.kitti import POINT_DIMS, KittiFormatError, read_bin, read_label, read_times  # noqa: F401 (re-exported)
 from elite_ros_training.data.frame import Frame
 from elite_ros_training.data.projection import projection_matrix, to_homogeneous
 
-POINT_DIMS = 4  # x, y, z, intensity (KITTI velodyne .bin)
 PSEUDO_LABEL_DIR = "image_2_labels"  # SAM-PLG maps next to image_2 (ref §9, stored compressed here)
 PSEUDO_LABEL_KEY = "labels"  # np.savez_compressed key of the (2, H, W) uint16 map
 
 
-class KittiFormatError(ValueError):
-    """A KITTI / SemanticKITTI file that cannot be read; the message names the file and the problem."""
-
-
 # ----------------------------------------------------------------------------------------- raw files
-def read_bin(path: str | Path) -> np.ndarray:
-    """A velodyne `.bin` -> (N, 4) float32 x, y, z (metres), intensity."""
-    path = Path(path)
-    size = path.stat().st_size
-    if size % (4 * POINT_DIMS):
-        raise KittiFormatError(f"{path}: {size} bytes is not a multiple of 16 (float32 x, y, z, intensity)")
-    return np.fromfile(path, dtype=np.float32).reshape(-1, POINT_DIMS)
+# read_bin / read_label / read_times live in elite_ros.kitti (shared with bag replay).
 
 
 def write_bin(path: str | Path, points: np.ndarray) -> None:
@@ -50,17 +40,6 @@ def write_bin(path: str | Path, points: np.ndarray) -> None:
     if points.ndim != 2 or points.shape[1] != POINT_DIMS:
         raise ValueError(f"points must be (N, 4), got {points.shape}")
     points.tofile(path)
-
-
-def read_label(path: str | Path, num_points: int | None = None) -> np.ndarray:
-    """A SemanticKITTI `.label` -> (N,) uint32 (semantic = value & 0xFFFF, instance = value >> 16)."""
-    path = Path(path)
-    if path.stat().st_size % 4:
-        raise KittiFormatError(f"{path}: {path.stat().st_size} bytes is not a multiple of 4 (uint32 per point)")
-    labels = np.fromfile(path, dtype=np.uint32)
-    if num_points is not None and len(labels) != num_points:
-        raise KittiFormatError(f"{path}: {len(labels)} labels for a scan of {num_points} points")
-    return labels
 
 
 def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
@@ -156,13 +135,6 @@ def read_poses(path: str | Path) -> np.ndarray:
     return poses
 
 
-def read_times(path: str | Path) -> np.ndarray:
-    """`times.txt` -> (F,) float64 seconds since the start of the sequence."""
-    path = Path(path)
-    try:
-        return np.array([float(line) for line in path.read_text().split()], dtype=np.float64)
-    except ValueError as error:
-        raise KittiFormatError(f"{path}: {error}") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
