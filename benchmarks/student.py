@@ -5,7 +5,8 @@ Runs `Segmenter.predict` (preprocess -> voxelise -> network -> postprocess) on t
 odometry seq-00 scan 000000 and prints JSON: p50 / p95 / p99 / mean latency per stage and end to end
 over `--runs` runs after `--warmup` runs, Hz (1000 / mean total), and peak memory (process RSS sampled
 every 2 ms by a background thread on the CPU; torch.cuda.max_memory_allocated on the GPU). CPU runs use
-`--threads` torch threads (default 2); GPU runs (when CUDA is available) use fp32 and fp16.
+`--threads` torch threads (default 2) in fp32, and also in bf16 when the CPU has native bf16 units
+(AVX512-BF16 / AMX; `--cpu-precisions` overrides); GPU runs (when CUDA is available) use fp32 and fp16.
 
 The untrained default checkpoint is used unless `--checkpoint` is given: speed does not depend on the
 weights. Also measured, as the baseline the issue compares against: the official code's voxeliser
@@ -30,7 +31,8 @@ import psutil
 import torch
 
 from elite_ros.checkpoint import default_checkpoint
-from elite_ros.segmenter import BOOKKEEPING_THREADS, STAGES, Segmenter, scan_from_arrays
+from elite_ros.segmenter import (BOOKKEEPING_THREADS, PRECISIONS, STAGES, Segmenter, cpu_supports_precision,
+                                 scan_from_arrays)
 from elite_ros.sparse import available_backends
 from elite_ros.voxel import VoxelConfig, in_range_mask, voxelise
 
@@ -137,6 +139,8 @@ def main() -> None:
                         help="torch CPU thread counts to measure (e.g. 1 2); GPU runs use the first")
     parser.add_argument("--backends", nargs="*", default=None,
                         help=f"sparse backends (default: all available: {available_backends()})")
+    parser.add_argument("--cpu-precisions", nargs="+", default=None, choices=sorted(PRECISIONS),
+                        help="CPU precisions (default: fp32, plus bf16 where the CPU runs it natively)")
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU runs")
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU runs")
     parser.add_argument("--tta-votes", type=int, default=1, help="test-time augmentation votes")
@@ -167,7 +171,9 @@ def main() -> None:
         report["voxeliser_comparison"] = official_voxeliser_ms(xyz, VoxelConfig())
     configurations = []
     if not args.no_cpu:
-        configurations += [("cpu", backend, "fp32", threads) for threads in args.threads for backend in backends]
+        precisions = args.cpu_precisions or [p for p in ("fp32", "bf16") if cpu_supports_precision(p)]
+        configurations += [("cpu", backend, precision, threads) for precision in precisions
+                           for threads in args.threads for backend in backends]
     if not args.no_gpu and torch.cuda.is_available():
         configurations += [("cuda", backend, precision, args.threads[0]) for backend in backends
                            for precision in ("fp32", "fp16")]

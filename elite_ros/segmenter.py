@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
+from .heap import retain_freed_memory
 from .student import Student, StudentConfig, StudentInput
 from .voxel import VoxelConfig, in_range_mask, point_cells, voxelise
 
@@ -89,12 +90,31 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def cpu_supports_precision(precision: str) -> bool:
+    """Whether this CPU runs `precision` natively through oneDNN (bf16: AVX512-BF16 or AMX; fp16:
+    AVX512-FP16 or AMX-FP16). Without such units a half precision is emulated and slower than fp32."""
+    if precision == "fp32":
+        return True
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if precision == "bf16":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision == "fp16":
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """"fp32" anywhere; "fp16" / "bf16" only on a CUDA device."""
+    """"fp32" anywhere; "fp16" / "bf16" on a CUDA device, or on a CPU with native units for it.
+
+    On this project's 2-thread AMD EPYC (AVX512-BF16), bf16 makes the student's GEMMs ~2.4x faster.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if precision != "fp32" and device.type != "cuda":
-        raise ValueError(f"precision {precision!r} needs a CUDA device; device is {device}")
+    if device.type == "cpu" and not cpu_supports_precision(precision):
+        units = "AVX512-BF16 or AMX" if precision == "bf16" else "AVX512-FP16 or AMX-FP16"
+        raise ValueError(f"precision {precision!r} needs a CUDA device or a CPU with native {precision} units "
+                         f"({units}); this CPU has none, use fp32 (device is {device})")
     return PRECISIONS[precision]
 
 
@@ -108,7 +128,7 @@ class Segmenter:
 
     def __init__(self, model: Student, metadata: CheckpointMetadata, *, device: torch.device,
                  dtype: torch.dtype = torch.float32, tta_votes: int = 1, max_points: int | None = None,
-                 intensity_scale: float | None = None, warmup: bool = True) -> None:
+                 intensity_scale: float | None = None, warmup: bool = True, retain_memory: bool = True) -> None:
         if int(tta_votes) < 1:
             raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
         if max_points is not None and int(max_points) < 1:
@@ -124,17 +144,23 @@ class Segmenter:
         self.intensity_scale = float(scale)
         self.voxel_config: VoxelConfig = metadata.voxel_config
         self.model = model.to(device=device, dtype=dtype).eval()
+        if retain_memory and device.type == "cpu":
+            retain_freed_memory()  # process-wide: see elite_ros.heap
         if warmup:
             self.warm_up()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, *, device: str = "auto", precision: str = "fp32",
                         backend: str = "auto", tta_votes: int = 1, max_points: int | None = None,
-                        intensity_scale: float | None = None, warmup: bool = True) -> "Segmenter":
+                        intensity_scale: float | None = None, warmup: bool = True,
+                        retain_memory: bool = True) -> "Segmenter":
         """Load a checkpoint (None = the bundled default, untrained) onto `device`.
 
-        precision: "fp32", or "fp16" / "bf16" on CUDA only. backend: sparse backend, "auto" picks the
-        fastest available for inference. intensity_scale: None = the checkpoint's value.
+        precision: "fp32", or "fp16" / "bf16" on CUDA or on a CPU with native units for it (see
+        `resolve_precision`). backend: sparse backend, "auto" picks the fastest available for inference.
+        intensity_scale: None = the checkpoint's value.
+        retain_memory: on the CPU, keep freed heap memory in the process (`elite_ros.heap`): no page
+        faults per scan, resident memory stays at one scan's peak.
         """
         resolved = resolve_device(device)
         dtype = resolve_precision(precision, resolved)
@@ -147,7 +173,8 @@ class Segmenter:
         model = Student(config, sparse_backend=backend)
         load_checkpoint(path, model)
         segmenter = cls(model, metadata, device=resolved, dtype=dtype, tta_votes=tta_votes,
-                        max_points=max_points, intensity_scale=intensity_scale, warmup=False)
+                        max_points=max_points, intensity_scale=intensity_scale, warmup=False,
+                        retain_memory=retain_memory)
         backend_name = segmenter.backend  # fail now, not on the first scan, if the backend cannot run here
         if warmup:
             try:

@@ -9,7 +9,8 @@ import torch
 
 from elite_ros import segmenter as segmenter_module
 from elite_ros.checkpoint import make_metadata, save_checkpoint
-from elite_ros.segmenter import STAGES, Segmenter, resolve_device, resolve_precision, scan_from_arrays
+from elite_ros.segmenter import (STAGES, Segmenter, cpu_supports_precision, resolve_device, resolve_precision,
+                                 scan_from_arrays)
 from elite_ros.sparse import available_backends
 from elite_ros.student import Student, StudentInput
 from elite_ros.voxel import in_range_mask
@@ -200,8 +201,6 @@ def test_bad_settings_and_scans_are_named(checkpoint, segmenter):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
-        with pytest.raises(ValueError, match="precision 'fp16' needs a CUDA device"):
-            Segmenter.from_checkpoint(checkpoint, device="cpu", precision="fp16")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("tpu")
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -222,6 +221,29 @@ def test_bad_settings_and_scans_are_named(checkpoint, segmenter):
         segmenter.predict(FakeScan(np.zeros((4, 3), np.float32), None, np.arange(1, 5), 4))
     with pytest.raises(TypeError, match="scan 0: has no 'xyz'"):
         segmenter.predict(object())
+
+
+@pytest.mark.parametrize("precision, units", [("fp16", "AVX512-FP16 or AMX-FP16"), ("bf16", "AVX512-BF16 or AMX")])
+def test_half_precision_on_a_cpu_without_native_units_is_refused(checkpoint, monkeypatch, precision, units):
+    monkeypatch.setattr(segmenter_module, "cpu_supports_precision", lambda name: name == "fp32")
+    with pytest.raises(ValueError, match=rf"precision '{precision}' needs a CUDA device or a CPU with native "
+                                         rf"{precision} units \({units}\); this CPU has none, use fp32"):
+        Segmenter.from_checkpoint(checkpoint, device="cpu", precision=precision, warmup=False)
+    assert resolve_precision("fp32", torch.device("cpu")) is torch.float32
+
+
+@pytest.mark.skipif(not cpu_supports_precision("bf16"), reason="this CPU has no native bf16 units (AVX512-BF16 / AMX)")
+def test_bf16_on_a_cpu_with_native_units_agrees_with_fp32(checkpoint, segmenter, data_dir):
+    points = _bin(data_dir, "kitti_odometry/seq00/000000.bin")
+    scan = scan_from_arrays(points[:, :3], points[:, 3])
+    bf16 = Segmenter.from_checkpoint(checkpoint, device="cpu", precision="bf16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16 and bf16.backend == "native"
+    full, half = segmenter.predict(scan), bf16.predict(scan)
+    valid = full.probability > 0
+    assert valid.sum() == np.asarray(in_range_mask(points[:, :3])).sum()
+    assert np.array_equal(half.probability > 0, valid) and half.probability.dtype == np.float32
+    assert (full.class_id == half.class_id)[valid].mean() > 0.98
+    assert np.abs(full.probability - half.probability)[valid].mean() < 1e-3
 
 
 @pytest.mark.gpu
