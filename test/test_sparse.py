@@ -169,6 +169,22 @@ def test_kernel_map_offsets_are_cross_correlation_order():
     assert build_kernel_map(edge, (1, 2, 4), 3).num_pairs() == 0
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5, 7])
+def test_kernel_map_equals_brute_force_neighbour_search(kernel_size):
+    # dense rows (runs of neighbours along x), faces, several samples, sites in shuffled order
+    for seed, shape in [(1, (4, 3, 9)), (2, (2, 5, 3)), (3, (6, 6, 6))]:
+        coords = random_grid(seed, batch=3, shape=shape, density=0.5)
+        kernel_map = build_kernel_map(coords, shape, kernel_size)
+        site_of = {tuple(c): row for row, c in enumerate(coords.tolist())}
+        for k, (dz, dy, dx) in enumerate(kernel_offsets(kernel_size)):
+            if k == kernel_map.centre:
+                assert kernel_map.in_index[k] is None
+                continue
+            expected = [(row, site_of[(b, z + dz, y + dy, x + dx)]) for row, (b, z, y, x) in enumerate(coords.tolist())
+                        if (b, z + dz, y + dy, x + dx) in site_of]
+            assert list(zip(kernel_map.out_index[k].tolist(), kernel_map.in_index[k].tolist())) == expected
+
+
 def test_resolve_backend_rules():
     spconv_or_native = "spconv" if HAS_SPCONV else "native"
     assert resolve_backend("auto", training=False, device="cpu") == "native"  # spconv CPU: 1 thread, slower
