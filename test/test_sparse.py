@@ -404,3 +404,25 @@ def test_native_fused_conv_with_bias_and_centre_term_equals_dense(kernel_size, c
         outputs.append((out, expected))
     for out, expected in outputs:  # results never alias the reused scratch
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                    reason="this CPU has no native bf16 units (AVX512-BF16 / AMX)")
+@pytest.mark.parametrize("chunk_sites", [10_000, 7, 50])
+def test_native_fused_conv_in_bf16_on_the_cpu_equals_dense(chunk_sites):
+    """bf16 GEMMs run on row counts rounded up to HALF_GEMM_ROW_MULTIPLE: the padding rows never land on
+    a finished product row (an overwrite would be an error of the size of the outputs)."""
+    from elite_ros.sparse.native import HALF_GEMM_ROW_MULTIPLE, fused_conv, offset_weights
+    shape, batch = (6, 7, 8), 2
+    coords = random_grid(11, batch, shape, density=0.5)
+    assert len(coords) > 4 * HALF_GEMM_ROW_MULTIPLE
+    generator = torch.Generator().manual_seed(12)
+    kernel_map = SparseGrid(coords, shape, batch, backend="native").kernel_map(3)
+    weight = torch.randn(16, 3, 3, 3, 8, generator=generator).bfloat16()
+    bias = torch.randn(16, generator=generator).bfloat16()
+    features = torch.randn(len(coords), 8, generator=generator).bfloat16()
+    with torch.no_grad():
+        out = fused_conv(features, offset_weights(weight), kernel_map, bias=bias, chunk_sites=chunk_sites)
+    assert out.dtype == torch.bfloat16
+    expected = dense_reference(features.double(), coords, shape, batch, weight.double(), bias.double())
+    torch.testing.assert_close(out.double(), expected, rtol=0.03, atol=0.15)
