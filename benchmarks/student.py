@@ -3,7 +3,8 @@
 
 Runs `Segmenter.predict` (preprocess -> voxelise -> network -> postprocess) on the 124,668-point KITTI
 odometry seq-00 scan 000000 and prints JSON: p50 / p95 / p99 / mean latency per stage and end to end
-over `--runs` runs after `--warmup` runs, Hz (1000 / mean total), and peak memory (process RSS sampled
+over `--runs` runs after `--warmup` runs (each run's scan lacks its own random 0.5 % of the points, as
+consecutive scans of a drive differ; `--drop 0` repeats the scan itself), Hz (1000 / mean total), and peak memory (process RSS sampled
 every 2 ms by a background thread on the CPU; torch.cuda.max_memory_allocated on the GPU). CPU runs use
 `--threads` torch threads (default 2) in fp32, and also in bf16 when the CPU has native bf16 units
 (AVX512-BF16 / AMX; `--cpu-precisions` overrides); GPU runs (when CUDA is available) use fp32 and fp16.
@@ -39,6 +40,7 @@ from elite_ros.voxel import VoxelConfig, in_range_mask, voxelise
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ELITE_ROS_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_SCAN = DATA / "kitti_odometry" / "seq00" / "000000.bin"
+DEFAULT_DROP = 0.005  # fraction of points each run's scan lacks (see scan_variants)
 OFFICIAL_SECONDS_PER_SCAN = (2.5, 2.9)  # ELITE_REFERENCE.md §12: official student, 2 CPU threads, this machine
 
 
@@ -79,15 +81,30 @@ def percentiles(samples: list[float]) -> dict[str, float]:
             "min": round(float(values.min()), 2)}
 
 
-def measure(segmenter: Segmenter, scan, runs: int, warmup: int) -> dict:
-    """Latency statistics of `runs` predictions after `warmup` ones, plus peak memory."""
-    for _ in range(warmup):
+def scan_variants(points: np.ndarray, count: int, drop: float, seed: int = 0) -> list:
+    """`count` scans of `points`, each without its own seeded random `drop` fraction of points.
+
+    Consecutive scans of a drive never have the same voxel counts; repeating one scan would let shape-
+    keyed caches (oneDNN compiles a GEMM kernel per shape for CPU bf16) hit every time, which no car sees.
+    drop = 0 repeats the scan itself.
+    """
+    rng = np.random.default_rng(seed)
+    scans = []
+    for _ in range(count):
+        kept = points if drop <= 0 else points[rng.random(points.shape[0]) >= drop]
+        scans.append(scan_from_arrays(kept[:, :3], kept[:, 3]))
+    return scans
+
+
+def measure(segmenter: Segmenter, scans: list, warmup: int) -> dict:
+    """Latency statistics of one prediction per scan of `scans` after `warmup` ones, plus peak memory."""
+    for scan in scans[:warmup]:
         segmenter.predict(scan)
     if segmenter.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(segmenter.device)
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     with PeakRss() as rss:
-        for _ in range(runs):
+        for scan in scans[warmup:]:
             timings = segmenter.predict(scan).timings_ms
             for stage in STAGES:
                 samples[stage].append(timings[stage])
@@ -144,6 +161,9 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true", help="skip the CPU runs")
     parser.add_argument("--no-gpu", action="store_true", help="skip the GPU runs")
     parser.add_argument("--tta-votes", type=int, default=1, help="test-time augmentation votes")
+    parser.add_argument("--drop", type=float, default=DEFAULT_DROP,
+                        help="each run's scan lacks its own random fraction of the points, as consecutive scans "
+                             f"differ (default {DEFAULT_DROP}; 0 repeats the scan itself)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the official-voxeliser comparison")
     args = parser.parse_args()
     if not args.scan.is_file():
@@ -151,13 +171,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads[0])
     points = np.fromfile(args.scan, dtype=np.float32).reshape(-1, 4)
-    scan = scan_from_arrays(points[:, :3], points[:, 3])
+    scans = scan_variants(points, args.warmup + args.runs, args.drop)
     checkpoint = args.checkpoint or default_checkpoint()
     backends = args.backends or available_backends()
     report: dict = {
         "scan": str(args.scan), "points": int(points.shape[0]),
         "points_in_range": int(np.asarray(in_range_mask(points[:, :3])).sum()),
-        "runs": args.runs, "warmup": args.warmup, "tta_votes": args.tta_votes,
+        "runs": args.runs, "warmup": args.warmup, "tta_votes": args.tta_votes, "drop_per_run": args.drop,
         "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
         "note": "wall-clock on a shared CPU: pessimistic; Hz = 1000 / mean total latency",
@@ -185,7 +205,7 @@ def main() -> None:
             segmenter = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision, backend=backend,
                                                   tta_votes=args.tta_votes)
             entry["resolved_backend"] = segmenter.backend
-            entry.update(measure(segmenter, scan, args.runs, args.warmup))
+            entry.update(measure(segmenter, scans, args.warmup))
             seconds = entry["latency_ms"]["total"]["mean"] / 1000.0
             entry["speedup_vs_official"] = [round(s / seconds, 2) for s in OFFICIAL_SECONDS_PER_SCAN]
         except (RuntimeError, ValueError) as error:  # a backend that cannot run here
