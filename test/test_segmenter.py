@@ -244,6 +244,9 @@ def test_bf16_on_a_cpu_with_native_units_agrees_with_fp32(checkpoint, segmenter,
     assert np.array_equal(half.probability > 0, valid) and half.probability.dtype == np.float32
     assert (full.class_id == half.class_id)[valid].mean() > 0.98
     assert np.abs(full.probability - half.probability)[valid].mean() < 1e-3
+    if "spconv" in available_backends():
+        with pytest.raises(RuntimeError, match="'spconv' failed a bf16 warm-up scan on cpu: .*use backend 'native'"):
+            Segmenter.from_checkpoint(checkpoint, device="cpu", precision="bf16", backend="spconv")
 
 
 @pytest.mark.gpu

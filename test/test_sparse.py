@@ -222,6 +222,15 @@ def test_spconv_cpu_backward_raises_clear_error():
         out.sum().backward()
 
 
+@pytest.mark.skipif(not HAS_SPCONV, reason="spconv is not importable here")
+def test_spconv_refuses_bfloat16_with_a_clear_error():
+    coords = random_grid(3)
+    grid = SparseGrid(coords, (5, 6, 7), 2, backend="spconv")
+    conv = SubMConv3d(4, 4, 3).bfloat16()
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"'spconv' has no torch.bfloat16 kernels .* use backend 'native'"):
+        conv(torch.randn(len(coords), 4).bfloat16(), grid)
+
+
 def test_bad_input_errors_name_the_problem():
     coords = random_grid(2)
     with pytest.raises(ValueError, match="coords must have shape"):
