@@ -27,8 +27,6 @@ SPCONV_CPU_BACKWARD_ERROR = ("spconv has no backward pass on the CPU (spconv 2.x
                              "build the SparseGrid with backend='native' to train on the CPU, or run this "
                              "forward under torch.no_grad()/torch.inference_mode()")
 
-SPCONV_DTYPES = (torch.float32, torch.float16)  # spconv 2.3.8's tensor bridge has no bfloat16 (measured)
-
 _THREAD_LOCK = threading.Lock()
 
 
@@ -135,9 +133,9 @@ class SpconvBackend:
             return operator._conv_forward(False, tensor, weight, None).features
 
     def conv(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int) -> torch.Tensor:
-        if features.dtype not in SPCONV_DTYPES:
-            raise RuntimeError(f"sparse backend 'spconv' has no {features.dtype} kernels (spconv 2.x: float32 and "
-                               "float16 only); use backend 'native' for bf16")
+        if features.dtype == torch.bfloat16:  # spconv 2.3.8's tensor bridge has no bfloat16 (KeyError inside)
+            raise RuntimeError("sparse backend 'spconv' has no torch.bfloat16 kernels (spconv 2.x: float16, float32, "
+                               "float64); use backend 'native' for bf16")
         if grid.num_sites == 0:
             return features.new_zeros((0, weight.shape[0]))
         grid.kernel_map(kernel_size)  # counted once per grid and kernel size
