@@ -189,7 +189,8 @@ def fused_conv(features: torch.Tensor, weights: torch.Tensor, kernel_map: Kernel
     channels_out = weights.shape[2]
     # Padded GEMMs: a piece's extra rows land on the next piece's rows (computed after it) or on the slack
     # rows at the end of the product buffer, never on rows already final.
-    multiple = HALF_GEMM_ROW_MULTIPLE if features.device.type == "cpu" and features.dtype != torch.float32 else 1
+    half_on_cpu = features.device.type == "cpu" and features.dtype in (torch.bfloat16, torch.float16)
+    multiple = HALF_GEMM_ROW_MULTIPLE if half_on_cpu else 1
     if len(layout.chunks) != 1:
         result = features.new_empty((num_sites, channels_out))
     for chunk in layout.chunks:
