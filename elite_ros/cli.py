@@ -65,6 +65,8 @@ def _handler(params: SegmentParams):
     handler = SegmentationHandler.from_params(params)
     if not handler.trained:
         print(f"warning: {UNTRAINED_NOTE}", file=sys.stderr)
+    if handler.precision_hint:
+        print(f"note: {handler.precision_hint}", file=sys.stderr)
     return handler
 
 

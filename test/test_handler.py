@@ -181,6 +181,17 @@ def test_malformed_empty_and_nan_clouds(segmenter, luminar):
         handler.process(empty, ["segmentation", "everything"])
 
 
+def test_precision_hint_only_for_fp32_on_a_cpu_with_native_bf16(segmenter, monkeypatch):
+    from elite_ros import segmenter as segmenter_module
+
+    monkeypatch.setattr(segmenter_module, "cpu_supports_precision", lambda name: name in ("fp32", "bf16"))
+    hint = SegmentationHandler(segmenter, SegmentParams()).precision_hint
+    assert hint is not None and "precision bf16" in hint and "AVX512-BF16" in hint
+    assert SegmentationHandler(segmenter, SegmentParams(precision="bf16")).precision_hint is None
+    monkeypatch.setattr(segmenter_module, "cpu_supports_precision", lambda name: name == "fp32")
+    assert SegmentationHandler(segmenter, SegmentParams()).precision_hint is None
+
+
 def test_from_params_names_the_bad_parameter(tmp_path: Path):
     import torch
 
