@@ -65,8 +65,9 @@ def _handler(params: SegmentParams):
     handler = SegmentationHandler.from_params(params)
     if not handler.trained:
         print(f"warning: {UNTRAINED_NOTE}", file=sys.stderr)
-    if handler.precision_hint:
-        print(f"note: {handler.precision_hint}", file=sys.stderr)
+    hint = handler.precision_hint
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
     return handler
 
 

@@ -160,8 +160,9 @@ class SegmentNode(Node):
         )
         if not self.handler.trained:
             self.get_logger().warning("the checkpoint's weights are UNTRAINED: the labels are meaningless")
-        if self.handler.precision_hint:
-            self.get_logger().info(self.handler.precision_hint)
+        hint = self.handler.precision_hint
+        if hint:
+            self.get_logger().info(hint)
 
     @property
     def output_topics(self) -> dict[str, str]:
