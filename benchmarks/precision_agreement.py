@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from elite_ros.checkpoint import CheckpointMetadata, make_metadata, save_checkpoint
-from elite_ros.evaluate import confusion_matrix, iou_per_class, mean_iou
+from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou
 from elite_ros.kitti import read_bin, read_label
 from elite_ros.labels import IGNORE_ID, to_training_ids
 from elite_ros.segmenter import Segmenter, cpu_supports_precision, scan_from_arrays

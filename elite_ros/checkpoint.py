@@ -11,10 +11,11 @@ mis-shaped; metadata that disagree with the model are refused naming the field.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from . import labels
 from .atomic import atomic_file
+from .config_loader import ConfigError, dump_dataclass, load_dataclass
 from .voxel import VoxelConfig
 
 FORMAT_VERSION = 1  # bump when the metadata schema changes incompatibly
@@ -39,40 +41,6 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used with this model; the message names file and fields."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-#: metadata field -> (check, what it must be): JSON types only, values are checked by `check_metadata`
-_FIELD_TYPES: dict[str, tuple[Any, str]] = {
-    "architecture": (lambda v: isinstance(v, dict), "must be an object"),
-    "voxel": (lambda v: isinstance(v, dict), "must be an object"),
-    "class_names": (lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
-                    "must be a list of strings"),
-    "palette": (lambda v: isinstance(v, list) and all(
-        isinstance(c, list) and len(c) == 3 and all(_is_int(x) and 0 <= x <= 255 for x in c) for c in v),
-        "must be a list of [r, g, b] integer triples 0..255"),
-    "learning_map": (lambda v: isinstance(v, dict) and all(
-        isinstance(k, str) and k.isdigit() and _is_int(x) for k, x in v.items()),
-        "must map raw ids (digit strings) to integer training ids"),
-    "intensity_scale": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
-    "training": (lambda v: isinstance(v, dict), "must be an object"),
-    "source_commit": (lambda v: isinstance(v, str), "must be a string"),
-    "trained": (lambda v: isinstance(v, bool), "must be true or false"),
-    "format_version": (_is_int, "must be an integer"),
-}
-
-
-def _type_problem(name: str, value: Any) -> str | None:
-    """Why metadata field `name` has the wrong JSON type (with the value found), or None when it is fine."""
-    check, expected = _FIELD_TYPES[name]
-    return None if check(value) else f"{expected}, got {json.dumps(value)[:60]}"
-
-
 @dataclass
 class CheckpointMetadata:
     """What a checkpoint says about itself (JSON in the safetensors header).
@@ -84,7 +52,7 @@ class CheckpointMetadata:
     """
 
     architecture: dict[str, Any]
-    voxel: dict[str, Any] = field(default_factory=lambda: VoxelConfig().to_dict())
+    voxel: dict[str, Any] = field(default_factory=lambda: dump_dataclass(VoxelConfig()))
     class_names: list[str] = field(default_factory=lambda: list(labels.CLASS_NAMES))
     palette: list[list[int]] = field(default_factory=lambda: labels.palette_rgb().tolist())
     learning_map: dict[str, int] = field(
@@ -95,8 +63,19 @@ class CheckpointMetadata:
     trained: bool = False
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        """Value checks the field types cannot express (types are checked by `load_dataclass`)."""
+        for index, colour in enumerate(self.palette):
+            if len(colour) != 3 or any(not 0 <= c <= 255 for c in colour):
+                raise ConfigError(f"palette[{index}]", f"must be an [r, g, b] triple of integers 0..255, got {colour}")
+        bad_keys = [k for k in self.learning_map if not k.isdigit()]
+        if bad_keys:
+            raise ConfigError("learning_map", f"must map raw ids (digit strings) to training ids, got key(s) {bad_keys[:3]}")
+        if not self.intensity_scale > 0:
+            raise ConfigError("intensity_scale", f"must be a positive number, got {self.intensity_scale}")
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(dump_dataclass(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str = "checkpoint") -> "CheckpointMetadata":
@@ -113,19 +92,21 @@ class CheckpointMetadata:
         missing = sorted(k for k in ("architecture",) if k not in values)
         if missing:
             raise CheckpointError(f"{source}: metadata lacks field(s) {missing}")
-        problems = [f"{name} {reason}" for name, value in values.items()
-                    if (reason := _type_problem(name, value)) is not None]
-        if problems:
-            raise CheckpointError(f"{source}: metadata field(s) of the wrong type: " + "; ".join(problems))
+        try:
+            metadata = load_dataclass(cls, values)
+        except ConfigError as error:
+            field_name = error.path.split(".")[0].split("[")[0] or "metadata"
+            raise CheckpointError(f"{source}: metadata field(s) of the wrong type: {field_name} must be valid"
+                                  f" ({error})") from None
         version = values.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise CheckpointError(f"{source}: metadata format_version {version}, this runtime reads "
                                   f"{FORMAT_VERSION}")
-        return cls(**values)
+        return metadata
 
     @property
     def voxel_config(self) -> VoxelConfig:
-        return VoxelConfig.from_dict(self.voxel)
+        return load_dataclass(VoxelConfig, self.voxel, path="voxel")
 
 
 def source_commit(repo: Path | None = None) -> str:
@@ -143,9 +124,9 @@ def source_commit(repo: Path | None = None) -> str:
 
 def _model_architecture(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict"):
-        raise TypeError(f"{type(model).__name__} has no `config` with to_dict(); cannot describe it")
-    return config.to_dict()
+    if config is None or not dataclasses.is_dataclass(config):
+        raise TypeError(f"{type(model).__name__} has no dataclass `config`; cannot describe it")
+    return dump_dataclass(config)
 
 
 def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str = "checkpoint") -> None:
@@ -179,8 +160,8 @@ def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str =
         problems.append(f"learning_map differs from elite_ros.labels at raw id(s) {differ[:5]}")
     try:
         voxel = metadata.voxel_config
-    except (TypeError, ValueError) as error:
-        problems.append(f"voxel: {error}")
+    except ConfigError as error:
+        problems.append(str(error))
     else:
         stage_scales = expected.get("stage_scales", ())
         missing = [s for s in stage_scales if s not in voxel.scales]
@@ -275,7 +256,7 @@ def default_checkpoint_name(seed: int = DEFAULT_SEED) -> str:
 
     from .student import StudentConfig
 
-    config = json.dumps(StudentConfig().to_dict(), sort_keys=True, default=str)
+    config = json.dumps(dump_dataclass(StudentConfig()), sort_keys=True, default=str)
     digest = hashlib.sha256(config.encode()).hexdigest()[:CONFIG_HASH_CHARS]
     return f"student_untrained_seed{seed}_v{FORMAT_VERSION}_{digest}.safetensors"
 

@@ -1,10 +1,7 @@
 """Accuracy and latency of a segmentation run, and the report folder that shows them.
 
-The metric is exactly the reference's (ELITE_REFERENCE.md §8): a 20x20 confusion histogram over training
-ids (rows = ground truth, columns = prediction) accumulated over the whole run; the row and column of
-class 0 are dropped (19x19); IoU_c = TP / (TP + FP + FN) on the cropped matrix; mIoU = nanmean over the 19
-classes (a class absent from both ground truth and prediction has IoU NaN and does not count). Points
-predicted as class 0 are neither FP nor FN for any class, as in the reference.
+The metric (confusion histogram accumulated over the run, IoU without class 0) is `elite_ros.metrics`,
+the same code the training loop validates with.
 
 Report folder (written atomically: temp sibling + rename): report.md, metrics.json, confusion.png,
 per_class_iou.png, latency.png.
@@ -21,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from elite_ros.atomic import atomic_dir
-from elite_ros.labels import CLASS_NAMES, IGNORE_ID, NUM_CLASSES, palette_rgb, to_training_ids
+from elite_ros.labels import CLASS_NAMES, NUM_CLASSES, palette_rgb, to_training_ids
+from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou
 
 KITTI_ATTRIBUTION = (
     "KITTI data: Geiger, Lenz, Urtasun, *Are we ready for Autonomous Driving? The KITTI Vision Benchmark "
@@ -36,39 +34,6 @@ REPORT_FILES = ("report.md", "metrics.json", "confusion.png", "per_class_iou.png
 
 
 # ----------------------------------------------------------------------------------------------- metric
-def confusion_matrix(ground_truth: np.ndarray, prediction: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """(C, C) int64 histogram, rows = ground-truth training id, columns = predicted training id.
-
-    ground_truth, prediction: (N,) integer training ids in 0..C-1.
-    """
-    gt = np.asarray(ground_truth).astype(np.int64).ravel()
-    pred = np.asarray(prediction).astype(np.int64).ravel()
-    if gt.shape != pred.shape:
-        raise ValueError(f"ground truth has {gt.size} points but the prediction {pred.size}")
-    for name, ids in (("ground truth", gt), ("prediction", pred)):
-        if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-            raise ValueError(f"{name} ids must lie in 0..{num_classes - 1}, got {ids.min()}..{ids.max()}")
-    return np.bincount(gt * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def iou_per_class(confusion: np.ndarray, ignore_id: int = IGNORE_ID) -> np.ndarray:
-    """(C-1,) float64 IoU of every class but `ignore_id` (ref §8); NaN where TP+FP+FN = 0."""
-    keep = [c for c in range(confusion.shape[0]) if c != ignore_id]
-    cropped = confusion[np.ix_(keep, keep)].astype(np.float64)
-    tp = np.diag(cropped)
-    fp = cropped.sum(axis=0) - tp
-    fn = cropped.sum(axis=1) - tp
-    union = tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / union, np.nan)
-
-
-def mean_iou(iou: np.ndarray) -> float:
-    """nanmean of per-class IoU; NaN when no class occurs at all."""
-    iou = np.asarray(iou, dtype=np.float64)
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan
-
-
 def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
     """count, mean, p50, p90, p99, max of per-frame latencies (milliseconds); empty -> count 0."""
     values = np.asarray(samples_ms, dtype=np.float64)

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from elite_ros.cloud import DEFAULT_INTENSITY_FIELDS  # tried in order when `intensity_field` is empty
+from elite_ros.config_loader import ConfigError, dump_dataclass, load_dataclass
 from elite_ros.labels import CLASS_NAMES
 
 PACKAGE = "elite_ros"
@@ -70,18 +71,14 @@ class SegmentParams:
         merged = (base or cls()).to_dict()
         merged.update(dict(values))
         validate(merged)
-        kwargs = {f.name: merged[f.name] for f in dataclasses.fields(cls)}
-        kwargs["filtered_classes"] = tuple(kwargs["filtered_classes"])
-        for f in dataclasses.fields(cls):
-            if f.type in ("float", "int"):  # JSON numbers: 100 is a valid float, 5.0 a valid integer
-                kwargs[f.name] = float(kwargs[f.name]) if f.type == "float" else int(kwargs[f.name])
-        return cls(**kwargs)
+        try:
+            return load_dataclass(cls, merged)
+        except ConfigError as error:  # the schema said yes but the type did not fit: name the parameter
+            raise ParameterError(error.path.split("[")[0] or "parameters", error.reason) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (lists instead of tuples), as they appear in the params file."""
-        out = dataclasses.asdict(self)
-        out["filtered_classes"] = list(self.filtered_classes)
-        return out
+        return dump_dataclass(self)
 
     def replace(self, **changes: Any) -> SegmentParams:
         """A validated copy with some values changed."""

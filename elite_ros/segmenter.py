@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config_loader import load_dataclass
 from .checkpoint import CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
 from .heap import retain_freed_memory
 from .student import Student, StudentConfig, StudentInput
@@ -167,7 +168,7 @@ class Segmenter:
         path = Path(path) if path is not None else default_checkpoint()
         metadata = read_metadata(path)
         try:
-            config = StudentConfig.from_dict(metadata.architecture)
+            config = load_dataclass(StudentConfig, metadata.architecture, path="architecture")
         except (TypeError, ValueError) as error:
             raise ValueError(f"{path}: metadata architecture: {error}") from None
         model = Student(config, sparse_backend=backend)

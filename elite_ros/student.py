@@ -27,7 +27,7 @@ Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (s
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -72,18 +72,6 @@ class StudentConfig:
     def input_scales(self) -> tuple[int, ...]:
         """Resolution each block's voxel branch runs at: 1, then the previous block's scale."""
         return (1,) + self.stage_scales[:-1]
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["stage_scales"] = list(self.stage_scales)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "StudentConfig":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"StudentConfig: unknown field(s) {sorted(unknown)}")
-        return cls(**values)
 
 
 @dataclass

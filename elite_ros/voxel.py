@@ -83,17 +83,6 @@ class VoxelConfig:
         """(x, y, z) edge of one cell at `scale`, metres (not always voxel_size * scale: ceil)."""
         return tuple(e / c for e, c in zip(self.extent, self.cells(scale)))  # type: ignore[return-value]
 
-    def to_dict(self) -> dict:
-        return {"voxel_size": self.voxel_size, "min_bound": list(self.min_bound),
-                "max_bound": list(self.max_bound), "scales": list(self.scales)}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VoxelConfig":
-        unknown = set(values) - {"voxel_size", "min_bound", "max_bound", "scales"}
-        if unknown:
-            raise ValueError(f"VoxelConfig: unknown field(s) {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
 
 def in_range_mask(xyz: Tensor | np.ndarray, config: VoxelConfig = VoxelConfig()) -> Tensor | np.ndarray:
     """(N,) bool: points strictly inside the volume on every axis (ref §2 step 1).

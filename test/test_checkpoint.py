@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from elite_ros.config_loader import dump_dataclass
 from elite_ros import labels
 from elite_ros.checkpoint import (METADATA_KEY, CheckpointError, CheckpointMetadata, default_checkpoint,
                                   load_checkpoint, make_metadata, read_metadata, save_checkpoint)
@@ -59,7 +60,7 @@ def test_file_is_plain_safetensors_with_json_metadata(tmp_path):
     header_length = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + header_length])
     metadata = json.loads(header["__metadata__"][METADATA_KEY])
-    assert metadata["architecture"] == SMALL.to_dict()
+    assert metadata["architecture"] == dump_dataclass(SMALL)
     assert metadata["class_names"] == list(labels.CLASS_NAMES)
     assert metadata["palette"] == labels.palette_rgb().tolist()
     assert metadata["learning_map"]["252"] == 1
@@ -146,7 +147,7 @@ def test_default_checkpoint_is_untrained_deterministic_and_cached(tmp_path, monk
     default_checkpoint()
     assert first.stat().st_mtime_ns == stamp
     metadata = read_metadata(first)
-    assert metadata.trained is False and metadata.architecture == StudentConfig().to_dict()
+    assert metadata.trained is False and metadata.architecture == dump_dataclass(StudentConfig())
     rng_before = torch.random.get_rng_state()
     monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path / "b"))
     second = default_checkpoint()
@@ -197,12 +198,15 @@ def test_default_checkpoint_name_changes_with_the_architecture(monkeypatch):
 
     name = default_checkpoint_name()
     assert name.startswith("student_untrained_seed0_v") and name.endswith(".safetensors")
-    original = student.StudentConfig.to_dict
+    from elite_ros import checkpoint
 
-    def wider(self):
-        return {**original(self), "hidden_channels": original(self)["hidden_channels"] + 1}
+    original = checkpoint.dump_dataclass
 
-    monkeypatch.setattr(student.StudentConfig, "to_dict", wider)
+    def wider(config):
+        values = original(config)
+        return {**values, "hidden_channels": values["hidden_channels"] + 1}
+
+    monkeypatch.setattr(checkpoint, "dump_dataclass", wider)
     assert default_checkpoint_name() != name
     monkeypatch.undo()
     assert default_checkpoint_name() == name

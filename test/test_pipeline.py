@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from elite_ros.config_loader import dump_dataclass, load_dataclass
+
 from elite_ros.labels import palette_rgb, to_raw_ids, to_training_ids
 from elite_ros_training.data import augment
 from elite_ros_training.data.augment import AugmentConfig
@@ -185,10 +187,10 @@ def test_synthetic_points_land_on_pixels_of_their_class_after_augmentation(synth
 
 
 def test_config_from_yaml_mapping() -> None:
-    config = PipelineConfig.from_dict({"crop_size": [480, 320], "augment3d": {"rotate": False, "scale": [0.9, 1.1]}})
+    config = load_dataclass(PipelineConfig, {"crop_size": [480, 320], "augment3d": {"rotate": False, "scale": [0.9, 1.1]}})
     assert config.crop_size == (480, 320)
     assert config.augment3d == AugmentConfig(rotate=False, scale=(0.9, 1.1))
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['crop'\]"):
-        PipelineConfig.from_dict({"crop": [1, 2]})
-    with pytest.raises(ValueError, match=r"augment3d: unknown field\(s\) \['spin'\]"):
-        PipelineConfig.from_dict({"augment3d": {"spin": True}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) for PipelineConfig: crop"):
+        load_dataclass(PipelineConfig, {"crop": [1, 2]})
+    with pytest.raises(ValueError, match=r"augment3d: unknown key\(s\) in augment3d: spin"):
+        load_dataclass(PipelineConfig, {"augment3d": {"spin": True}})

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+
+from elite_ros.config_loader import dump_dataclass, load_dataclass
 import torch
 
 from elite_ros.sparse import SparseGrid, available_backends
@@ -152,14 +154,14 @@ def test_basic_block_shares_one_kernel_map_per_grid():
 
 def test_config_round_trip_and_validation():
     config = StudentConfig()
-    assert StudentConfig.from_dict(config.to_dict()) == config
+    assert load_dataclass(StudentConfig, dump_dataclass(config)) == config
     assert config.input_scales == (1, 2, 4, 8)
     with pytest.raises(ValueError, match="stage_scales"):
         StudentConfig(stage_scales=(4, 2))
     with pytest.raises(ValueError, match="hidden_channels"):
         StudentConfig(hidden_channels=0)
     with pytest.raises(ValueError, match="colour"):
-        StudentConfig.from_dict({"colour": 1})
+        load_dataclass(StudentConfig, {"colour": 1})
 
 
 def test_rejects_points_that_do_not_match_the_voxels():

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+
+from elite_ros.config_loader import dump_dataclass, load_dataclass
 import torch
 
 from elite_ros.voxel import (VoxelConfig, coarsen_coords, in_range_mask, point_cells, range_filter,
@@ -36,7 +38,7 @@ def test_config_grid_sizes_follow_the_official_ceil():
         (1000, 1000, 60), (500, 500, 30), (250, 250, 15), (125, 125, 8), (63, 63, 4)]
     assert config.spatial_shape(16) == (4, 63, 63)
     assert config.cell_size(8)[2] == pytest.approx(0.75)  # 6 m / 8 cells, not 0.8 m
-    assert VoxelConfig.from_dict(config.to_dict()) == config
+    assert load_dataclass(VoxelConfig, dump_dataclass(config)) == config
 
 
 @pytest.mark.parametrize("bad, field", [({"voxel_size": 0}, "voxel_size"), ({"scales": (2, 4)}, "scales"),
@@ -46,9 +48,9 @@ def test_config_rejects_bad_values_naming_the_field(bad, field):
         VoxelConfig(**bad)
 
 
-def test_from_dict_rejects_unknown_fields():
+def test_loading_rejects_unknown_fields():
     with pytest.raises(ValueError, match="voxel_sise"):
-        VoxelConfig.from_dict({"voxel_sise": 0.1})
+        load_dataclass(VoxelConfig, {"voxel_sise": 0.1})
 
 
 def test_range_filter_is_strict_and_drops_non_finite():

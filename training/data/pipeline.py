@@ -35,22 +35,6 @@ class PipelineConfig:
     use_pseudo_labels: bool = True
     require_image: bool = True
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "PipelineConfig":
-        """From a YAML mapping (lists become tuples; `augment3d` may be a mapping); unknown keys raise."""
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"PipelineConfig: unknown field(s) {sorted(unknown)}")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        if isinstance(fields.get("augment3d"), dict):
-            augment_values = fields["augment3d"]
-            unknown = set(augment_values) - set(AugmentConfig.__dataclass_fields__)
-            if unknown:
-                raise ValueError(f"PipelineConfig.augment3d: unknown field(s) {sorted(unknown)}")
-            fields["augment3d"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                   for k, v in augment_values.items()})
-        return cls(**fields)
-
 
 @dataclass
 class Sample:
