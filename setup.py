@@ -44,7 +44,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
-    + ["elite_ros_training", "elite_ros_training.data", "elite_ros_training.synthetic"],
+    + ["elite_ros_training", "elite_ros_training.commands", "elite_ros_training.data", "elite_ros_training.ppmskd",
+       "elite_ros_training.synthetic"],
     package_dir={"elite_ros_training": "training"},
     package_data={"elite_ros": ["assets/*"], "elite_ros_training": ["configs/*.yaml"]},
     data_files=[

@@ -1,0 +1,1 @@
+"""`elite-ros-train` subcommands, one module each (see training/cli.py)."""
