@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "elite_ros_training.synthetic.cli",  # synth
+    "elite_ros_training.commands.synth",  # synth
     "elite_ros_training.plg",  # plg
     "elite_ros_training.data.convert",  # convert
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .sequence import generate_sequence
+from elite_ros_training.synthetic.sequence import generate_sequence
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
