@@ -142,6 +142,25 @@ def test_dataset_samples_are_reproducible_per_seed_epoch_and_index(painted_frame
     assert not np.array_equal(a.points[:100], c.points[:100])
     dataset.set_epoch(1)
     assert dataset[1].augmentation.angle != a.augmentation.angle
+    epoch_one = dataset[1].augmentation.angle
+    dataset.set_epoch(0)
+    # an index past the end carries its epoch: sample 1 of epoch 1, whatever the dataset's current epoch
+    assert dataset[len(dataset) + 1].augmentation.angle == epoch_one
+
+
+def test_lidar_only_samples_ignore_the_camera_and_intensity_dropout_zeroes_whole_scans(painted_frame) -> None:
+    frame, _ = painted_frame
+    config = PipelineConfig(use_image=False)
+    sample = build_sample(frame, config, np.random.default_rng(0), train=True)
+    assert sample.image is None and sample.crop is None and len(sample.point_to_pixel) == 0
+    assert np.any(sample.points[:, 3] != 0)
+    lidar_only = Frame(frame_id="lidar-only", points=frame.points)
+    assert build_sample(lidar_only, config, np.random.default_rng(0), train=True).image is None
+    dropped = PipelineConfig(use_image=False, augment3d=AugmentConfig(intensity_dropout=1.0))
+    assert np.all(build_sample(frame, dropped, np.random.default_rng(0), train=True).points[:, 3] == 0)
+    assert np.any(build_sample(frame, dropped, np.random.default_rng(0), train=False).points[:, 3] != 0)
+    with pytest.raises(ValueError, match="intensity_dropout"):
+        AugmentConfig(intensity_dropout=1.5)
 
 
 @pytest.fixture(scope="module")

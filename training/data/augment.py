@@ -88,6 +88,13 @@ class AugmentConfig:
     scale: tuple[float, float] | None = SCALE_RANGE
     translation_std: float = TRANSLATION_STD
     dropout_max_ratio: float = DROPOUT_MAX_RATIO
+    #: probability that a training scan's intensity is zeroed as a whole (ours, not the reference's): the
+    #: network then also learns from geometry alone and serves sensors without an intensity field
+    intensity_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.intensity_dropout <= 1.0:
+            raise ValueError(f"intensity_dropout must lie in [0, 1], got {self.intensity_dropout}")
 
 
 def sample_rigid_augmentation(rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> RigidAugmentation:

@@ -34,20 +34,24 @@ class PointImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator of sample `index` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, index])
+    def rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        """The generator of sample `index` in `epoch` (default: the current epoch)."""
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
 
     def __getitem__(self, index: int) -> Sample:
-        return build_sample(self.frames[index], self.config, self.rng(index), self.train)
+        """Sample `index` of the current epoch; an index ``epoch * len(self) + i`` is sample i of that
+        epoch (how `datamodule.EpochIndexSampler` pins every sample's draws to its epoch)."""
+        epoch, index = divmod(int(index), len(self)) if index >= len(self) else (self.epoch, int(index))
+        return build_sample(self.frames[index], self.config, self.rng(index, epoch), self.train)
 
 
-def open_frames(path: str | Path, **bag_options) -> FrameSource:
+def open_frames(path: str | Path, *, images: bool = True, **bag_options) -> FrameSource:
     """Frames from a SemanticKITTI / KITTI folder, a SemanticKITTI root of sequences, or a bag.
 
     A folder with `velodyne/` is one sequence; a folder whose sub-folders have `velodyne/` (or a
     `sequences/` folder) is read as all of them; anything else is opened as a rosbag
-    (`bag_dataset.BagFrames`, which accepts `bag_options`).
+    (`bag_dataset.BagFrames`, which accepts `bag_options`). images=False: LiDAR only (folders skip
+    reading images; bags no longer require a camera).
     """
     from elite_ros_training.data.semantickitti import SequenceFolder
 
@@ -55,12 +59,14 @@ def open_frames(path: str | Path, **bag_options) -> FrameSource:
     if not path.exists():
         raise FileNotFoundError(f"no such dataset: {path}")
     if (path / "velodyne").is_dir():
-        return SequenceFolder(path)
+        return SequenceFolder(path, load_images=images)
     base = path / "sequences" if (path / "sequences").is_dir() else path
     if base.is_dir():
         sequences = sorted(p for p in base.iterdir() if (p / "velodyne").is_dir())
         if sequences:
-            return ConcatFrames([SequenceFolder(p) for p in sequences])
+            return ConcatFrames([SequenceFolder(p, load_images=images) for p in sequences])
     from elite_ros_training.data.bag_dataset import BagFrames
 
+    if not images:
+        bag_options.setdefault("require_image", False)
     return BagFrames(path, **bag_options)

@@ -34,6 +34,8 @@ class PipelineConfig:
     pixel_std: tuple[float, float, float] = augment.SAM_PIXEL_STD
     use_pseudo_labels: bool = True
     require_image: bool = True
+    #: False: LiDAR only, images are neither required nor processed (a student-only run)
+    use_image: bool = True
 
 
 @dataclass
@@ -82,8 +84,8 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
     xyz = scan[ref_index, :3]
 
     # 3. projection on the un-augmented coordinates
-    has_camera = frame.image is not None and frame.projection is not None
-    if not has_camera and config.require_image:
+    has_camera = config.use_image and frame.image is not None and frame.projection is not None
+    if not has_camera and config.require_image and config.use_image:
         raise ValueError(f"frame {frame.frame_id}: no image or no projection matrix (set require_image=False for LiDAR-only)")
     if has_camera:
         height, width = frame.image.shape[:2]
@@ -100,6 +102,8 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
     pixels = pixels[survived]
     ref_index, xyz_aug = ref_index[inside], xyz_aug[inside]
     points = np.concatenate([xyz_aug, scan[ref_index, 3:4]], axis=1).astype(np.float32)
+    if train and config.augment3d.intensity_dropout > 0 and rng.random() < config.augment3d.intensity_dropout:
+        points[:, 3] = 0.0  # a scan without intensity, as from an xyz-only sensor
     point_labels = labels[ref_index]
 
     image = pseudo = crop = None
