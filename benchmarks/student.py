@@ -32,8 +32,9 @@ import psutil
 import torch
 
 from elite_ros.checkpoint import default_checkpoint
-from elite_ros.segmenter import (BOOKKEEPING_THREADS, PRECISIONS, STAGES, Segmenter, cpu_supports_precision,
-                                 scan_from_arrays)
+from elite_ros.cloud import scan_from_arrays
+from elite_ros.device import PRECISIONS, cpu_supports_precision
+from elite_ros.segmenter import BOOKKEEPING_THREADS, PREDICTION_STAGES, Segmenter
 from elite_ros.sparse import available_backends
 from elite_ros.voxel import VoxelConfig, in_range_mask, voxelise
 
@@ -102,11 +103,11 @@ def measure(segmenter: Segmenter, scans: list, warmup: int) -> dict:
         segmenter.predict(scan)
     if segmenter.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(segmenter.device)
-    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    samples: dict[str, list[float]] = {stage: [] for stage in PREDICTION_STAGES}
     with PeakRss() as rss:
         for scan in scans[warmup:]:
             timings = segmenter.predict(scan).timings_ms
-            for stage in STAGES:
+            for stage in PREDICTION_STAGES:
                 samples[stage].append(timings[stage])
     result = {"latency_ms": {stage: percentiles(values) for stage, values in samples.items()}}
     mean_total = result["latency_ms"]["total"]["mean"]

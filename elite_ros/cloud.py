@@ -97,6 +97,16 @@ class Scan:
         return Scan(xyz=xyz, intensity=intensity, index=index, num_points=self.num_points)
 
 
+def scan_from_arrays(xyz: np.ndarray, intensity: np.ndarray | None = None) -> Scan:
+    """A Scan of a plain (N, 3) array (e.g. a KITTI .bin), every row a message point; non-finite rows are
+    kept (the segmenter drops them from the network input and labels them 0)."""
+    xyz = np.asarray(xyz, dtype=np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"xyz must be (N, 3), got {xyz.shape}")
+    return Scan(xyz=xyz, intensity=None if intensity is None else np.asarray(intensity, np.float32),
+                index=np.arange(xyz.shape[0], dtype=np.int64), num_points=int(xyz.shape[0]))
+
+
 @dataclass(frozen=True)
 class _Field:
     name: str

@@ -27,7 +27,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -44,8 +44,14 @@ from elite_ros.cloud import (
 )
 from elite_ros.params import ParameterError, SegmentParams
 
+if TYPE_CHECKING:
+    import torch
+
+    from elite_ros.segmenter import Prediction
+
 OUTPUTS = ("segmentation", "visualization", "filtered")
-STAGES = ("preprocess", "inference", "postprocess", "total")  # Autoware's debug processing_time stages
+#: the keys of `HandlerResult.timings_ms`: Autoware's debug processing_time stages
+PROCESSING_STAGES = ("preprocess", "inference", "postprocess", "total")
 #: The handler is the ONE place intensity is scaled: raw / `intensity_max` -> KITTI's 0..1 reflectance, the
 #: unit the network is trained in (training reads KITTI .bin values as they are). The Segmenter is therefore
 #: built with intensity_scale 1.0, never the checkpoint's `intensity_scale` on top of `intensity_max`.
@@ -82,14 +88,29 @@ class HandlerResult:
         return self.error is None
 
 
+class ScanSegmenter(Protocol):
+    """What the handler uses of a segmenter; `elite_ros.segmenter.Segmenter` is the one `from_params` builds."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(num_classes, 3) uint8 RGB per training id."""
+        ...
+
+    @property
+    def trained(self) -> bool: ...
+
+    def predict(self, scan: Scan) -> Prediction:
+        """A class id and probability for every message point of `scan`, with timings (ms)."""
+        ...
+
+
 class SegmentationHandler:
-    """Labels PointCloud2 messages with a `Segmenter` according to `SegmentParams`.
+    """Labels PointCloud2 messages with a `ScanSegmenter` according to `SegmentParams`."""
 
-    `segmenter` is anything with `predict(scan) -> Prediction(class_id, probability, timings_ms)`,
-    `palette` ((20, 3) uint8) and `trained` (e.g. `elite_ros.segmenter.Segmenter`).
-    """
-
-    def __init__(self, segmenter: Any, params: SegmentParams | None = None) -> None:
+    def __init__(self, segmenter: ScanSegmenter, params: SegmentParams | None = None) -> None:
         self.segmenter = segmenter
         self.params = params or SegmentParams()
         self.counters = HandlerCounters()
@@ -104,7 +125,9 @@ class SegmentationHandler:
         Raises ParameterError naming `checkpoint`, `device` or `precision` when they cannot be used.
         """
         from elite_ros.checkpoint import CheckpointError
-        from elite_ros.segmenter import Segmenter, resolve_device, resolve_precision
+        from elite_ros.device import resolve_device, resolve_precision
+        from elite_ros.segmenter import Segmenter
+        from elite_ros.sparse import BackendError
 
         params = params or SegmentParams()
         try:
@@ -124,11 +147,10 @@ class SegmentationHandler:
                 backend=params.backend, tta_votes=params.tta_votes, max_points=params.max_points or None,
                 intensity_scale=NETWORK_INTENSITY_SCALE, warmup=warmup,
             )
-        except (CheckpointError, OSError) as error:
+        except (CheckpointError, OSError) as error:  # unreadable file, metadata the model refuses
             raise ParameterError("checkpoint", str(error)) from None
-        except (ValueError, RuntimeError) as error:  # metadata the model refuses, backend not usable here, ...
-            about_file = bool(checkpoint) and checkpoint in str(error) or ".safetensors" in str(error)
-            raise ParameterError("checkpoint" if about_file else "backend", str(error)) from None
+        except BackendError as error:  # backend unknown, not importable here, or failing its warm-up
+            raise ParameterError("backend", str(error)) from None
         return cls(segmenter, params)
 
     @property
@@ -139,15 +161,15 @@ class SegmentationHandler:
     @property
     def precision_hint(self) -> str | None:
         """A start-up note when fp32 runs on a CPU that would run bf16 natively, else None."""
-        from elite_ros.segmenter import cpu_supports_precision
+        from elite_ros.device import cpu_supports_precision
 
         device = getattr(self.segmenter, "device", None)
         if getattr(device, "type", None) != "cpu" or self.params.precision != "fp32":
             return None
         if not cpu_supports_precision("bf16"):
             return None
-        return ("this CPU runs bf16 natively (AVX512-BF16 / AMX): precision bf16 makes a scan ~1.7x faster, "
-                "with the fp32 label on ~99.7 % of points (benchmarks/precision_agreement.py)")
+        return ("this CPU runs bf16 natively (AVX512-BF16 / AMX): precision bf16 is likely faster here, with "
+                "labels that differ from fp32's on a few points; compare with `elite-ros benchmark -p precision=bf16`")
 
     # ------------------------------------------------------------------------------------ per message
     def prepare(self, msg: Any) -> Scan:
@@ -180,8 +202,8 @@ class SegmentationHandler:
         Never raises for bad input: a malformed cloud gives `ok == False` with the reason and counts as
         rejected; a segmentation failure counts as failed. Raises ParameterError (counted as failed) when
         the segmentation output would overwrite a field the input already has (see the module docstring):
-        a configuration problem, not bad input. Timings (ms): preprocess (decode, filters,
-        voxelisation), inference (network), postprocess (labels back to points, output clouds), total.
+        a configuration problem, not bad input. Timings (ms) per PROCESSING_STAGES: preprocess (decode,
+        filters, voxelisation), inference (network), postprocess (labels back to points, output clouds), total.
         """
         unknown = set(outputs) - set(OUTPUTS)
         if unknown:
@@ -205,10 +227,10 @@ class SegmentationHandler:
         except Exception as error:  # noqa: BLE001 - the node must keep serving; counted and reported
             return self._skip(header, f"segmentation failed: {type(error).__name__}: {error}", rejected=False)
         end = time.perf_counter()
-        seg = prediction.timings_ms
+        seg = prediction.timings_ms  # the segmenter's PREDICTION_STAGES
         timings = {
             "preprocess": (decoded - start) * 1e3 + seg.get("preprocess", 0.0) + seg.get("voxelise", 0.0),
-            "inference": seg.get("network", seg.get("inference", 0.0)),
+            "inference": seg.get("network", 0.0),
             "postprocess": seg.get("postprocess", 0.0) + (end - predicted) * 1e3,
             "total": (end - start) * 1e3,
         }
@@ -266,4 +288,4 @@ def _expand(path: str) -> str:
     return str(Path(path).expanduser()) if path else ""
 
 
-__all__ = ["OUTPUTS", "STAGES", "HandlerCounters", "HandlerResult", "SegmentationHandler"]
+__all__ = ["OUTPUTS", "PROCESSING_STAGES", "HandlerCounters", "HandlerResult", "ScanSegmenter", "SegmentationHandler"]

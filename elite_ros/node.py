@@ -33,7 +33,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float64
 
-from elite_ros.handler import OUTPUTS, STAGES, SegmentationHandler
+from elite_ros.handler import OUTPUTS, PROCESSING_STAGES, SegmentationHandler
 from elite_ros.params import ParameterError, SegmentParams, parameter_schema
 
 NODE_NAME = "segment_node"
@@ -143,7 +143,8 @@ class SegmentNode(Node):
             for name in outputs
         }
         self._debug_stage = {
-            stage: self.create_publisher(Float64, f"~/debug/processing_time/{stage}_ms", DEBUG_QOS) for stage in STAGES
+            stage: self.create_publisher(Float64, f"~/debug/processing_time/{stage}_ms", DEBUG_QOS)
+            for stage in PROCESSING_STAGES
         }
         self._debug_cyclic = self.create_publisher(Float64, "~/debug/cyclic_time_ms", DEBUG_QOS)
         self._debug_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", DEBUG_QOS)

@@ -1,9 +1,9 @@
 """Scan in, labels out: checkpoint + device + precision + TTA around the student (no ROS import).
 
-`Segmenter.predict(scan)` takes an `elite_ros.cloud.Scan` (or anything with its attributes: ``xyz`` (N, 3)
-float32 metres, ``intensity`` (N,) float32 or None, ``index`` (N,) int64 position of each point in the
-message, ``num_points`` = points in the message) and returns one class id and probability for EVERY
-message point:
+`Segmenter.predict(scan)` takes an `elite_ros.cloud.Scan` (``xyz`` (N, 3) float32 metres, ``intensity``
+(N,) float32 or None, ``index`` (N,) int64 position of each point in the message, ``num_points`` = points
+in the message; `cloud.scan_from_arrays` makes one from plain arrays) and returns one class id and
+probability for EVERY message point:
 
 - points outside the volume (strict, ELITE_REFERENCE.md §2), non-finite points and points the decoder
   dropped get class 0 (unlabelled) and probability 0;
@@ -26,33 +26,35 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .checkpoint import CheckpointError, CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
+from .cloud import Scan, scan_from_arrays
 from .config_loader import load_dataclass
-from .checkpoint import CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
+from .device import resolve_device, resolve_precision
 from .heap import retain_freed_memory
+from .sparse import BackendError
 from .student import Student, StudentConfig, StudentInput
-from .voxel import VoxelConfig, in_range_mask, point_cells, voxelise
+from .voxel import VoxelConfig, cell_keys, in_range_mask, voxelise
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TTA_TRANSLATION_STD = 0.1  # metres, ref §8 / §2 step 4: translation N(0, 0.1) per axis
 TTA_SEED = 0  # votes are reproducible: same scan -> same answer
 SUBSAMPLE_SEED = 0  # point-cap subsample
 BOOKKEEPING_THREADS = 1  # torch threads for the index-heavy stages on the CPU (see _bookkeeping_threads)
 WARMUP_POINTS = 4096  # synthetic points per warm-up call
 WARMUP_RUNS = 2
-STAGES = ("preprocess", "voxelise", "network", "postprocess", "total")
+#: the keys of `Prediction.timings_ms`, in order
+PREDICTION_STAGES = ("preprocess", "voxelise", "network", "postprocess", "total")
 
 
 @dataclass
 class Prediction:
     """class_id: (num_points,) uint8 training id, 0 = unlabelled. probability: (num_points,) float32 in
-    [0, 1], 0 where unlabelled. timings_ms: per stage (preprocess, voxelise, network, postprocess, total),
-    milliseconds; in `predict_batch` each scan gets an equal share of the batch's time."""
+    [0, 1], 0 where unlabelled. timings_ms: per stage of PREDICTION_STAGES, milliseconds; in `predict_batch` each scan gets an equal share of the batch's time."""
 
     class_id: np.ndarray
     probability: np.ndarray
@@ -67,56 +69,6 @@ class _Prepared:
     points: Tensor  # (K, 4) float32 on device: x y z + scaled intensity, in range
     message_index: Tensor  # (K,) int64 message position of each point
     sampled: Tensor | None  # (S,) int64 rows of `points` that run the network (None = all)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> cuda:0 when CUDA is available else cpu; "cpu"; "cuda" / "cuda:N" (checked)."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda:N', got {device!r}") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
-        index = resolved.index or 0
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return torch.device("cuda", index)
-    if resolved.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda:N', got {device!r}")
-    return resolved
-
-
-def cpu_supports_precision(precision: str) -> bool:
-    """Whether this CPU runs `precision` natively through oneDNN (bf16: AVX512-BF16 or AMX; fp16:
-    AVX512-FP16 or AMX-FP16). Without such units a half precision is emulated and slower than fp32."""
-    if precision == "fp32":
-        return True
-    if not torch.backends.mkldnn.is_available():
-        return False
-    if precision == "bf16":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if precision == "fp16":
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """"fp32" anywhere; "fp16" / "bf16" on a CUDA device, or on a CPU with native units for it.
-
-    On this project's 2-thread AMD EPYC (AVX512-BF16), bf16 makes the student's GEMMs ~2.4x faster.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if device.type == "cpu" and not cpu_supports_precision(precision):
-        units = "AVX512-BF16 or AMX" if precision == "bf16" else "AVX512-FP16 or AMX-FP16"
-        raise ValueError(f"precision {precision!r} needs a CUDA device or a CPU with native {precision} units "
-                         f"({units}); this CPU has none, use fp32 (device is {device})")
-    return PRECISIONS[precision]
 
 
 def _sync(device: torch.device) -> None:
@@ -157,6 +109,9 @@ class Segmenter:
                         retain_memory: bool = True) -> "Segmenter":
         """Load a checkpoint (None = the bundled default, untrained) onto `device`.
 
+        Raises CheckpointError for a file or metadata that cannot be used, BackendError when the sparse
+        backend cannot run here (or fails the warm-up), ValueError for a bad device or precision.
+
         precision: "fp32", or "fp16" / "bf16" on CUDA or on a CPU with native units for it (see
         `resolve_precision`). backend: sparse backend, "auto" picks the fastest available for inference.
         intensity_scale: None = the checkpoint's value.
@@ -170,7 +125,7 @@ class Segmenter:
         try:
             config = load_dataclass(StudentConfig, metadata.architecture, path="architecture")
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: metadata architecture: {error}") from None
+            raise CheckpointError(f"{path}: metadata architecture: {error}") from None
         model = Student(config, sparse_backend=backend)
         load_checkpoint(path, model)
         segmenter = cls(model, metadata, device=resolved, dtype=dtype, tta_votes=tta_votes,
@@ -181,7 +136,7 @@ class Segmenter:
             try:
                 segmenter.warm_up()
             except RuntimeError as error:  # e.g. a kernel without this precision on this GPU
-                raise RuntimeError(f"sparse backend {backend_name!r} failed a {precision} warm-up scan on "
+                raise BackendError(f"sparse backend {backend_name!r} failed a {precision} warm-up scan on "
                                    f"{resolved}: {error}") from error
         return segmenter
 
@@ -211,18 +166,17 @@ class Segmenter:
         lower = np.asarray(self.voxel_config.min_bound) * 0.5
         upper = np.asarray(self.voxel_config.max_bound) * 0.5
         xyz = rng.uniform(lower, upper, size=(WARMUP_POINTS, 3)).astype(np.float32)
-        scan = _ArrayScan(xyz=xyz, intensity=rng.uniform(0, 1, WARMUP_POINTS).astype(np.float32),
-                          index=np.arange(WARMUP_POINTS, dtype=np.int64), num_points=WARMUP_POINTS)
+        scan = scan_from_arrays(xyz, rng.uniform(0, 1, WARMUP_POINTS).astype(np.float32))
         for _ in range(runs):
             self.predict(scan)
 
     # ---------------------------------------------------------------------------------- prediction
-    def predict(self, scan: Any) -> Prediction:
+    def predict(self, scan: Scan) -> Prediction:
         """Label every point of one scan (see the module docstring for the rules)."""
         return self.predict_batch([scan])[0]
 
     @torch.inference_mode()
-    def predict_batch(self, scans: Sequence[Any]) -> list[Prediction]:
+    def predict_batch(self, scans: Sequence[Scan]) -> list[Prediction]:
         """Label several scans in one network call (bag replay). Timings are shared equally."""
         if not scans:
             return []
@@ -253,7 +207,7 @@ class Segmenter:
         share = 1000.0 / len(scans)
         timings = {"preprocess": (t_pre - start) * share, "voxelise": (t_vox - t_pre) * share,
                    "network": (t_net - t_vox) * share, "postprocess": (end - t_net) * share,
-                   "total": (end - start) * share}
+                   "total": (end - start) * share}  # the PREDICTION_STAGES
         return [Prediction(class_id=c, probability=p, timings_ms=dict(timings)) for c, p in results]
 
     @contextlib.contextmanager
@@ -278,7 +232,7 @@ class Segmenter:
             torch.set_num_threads(previous)
 
     # ---------------------------------------------------------------------------------- stages
-    def _prepare(self, scan: Any, position: int) -> _Prepared:
+    def _prepare(self, scan: Scan, position: int) -> _Prepared:
         xyz, intensity, index, num_points = _scan_arrays(scan, position)
         finite = np.isfinite(xyz).all(axis=1)
         keep = in_range_mask(xyz, self.voxel_config) & finite
@@ -299,7 +253,7 @@ class Segmenter:
 
     def _subsample(self, xyz: Tensor, cap: int) -> Tensor:
         """Deterministic (S = cap,) sorted rows: one point per 0.1 m voxel first, then seeded random."""
-        key = _cell_key(xyz, self.voxel_config, 1)
+        key = cell_keys(xyz, self.voxel_config, 1)
         _, inverse = torch.unique(key, return_inverse=True)
         rows = torch.arange(xyz.shape[0], device=xyz.device)
         first = torch.full((int(inverse.max()) + 1,), xyz.shape[0], dtype=torch.int64, device=xyz.device)
@@ -371,7 +325,7 @@ class Segmenter:
             missing = torch.nonzero(~known).flatten()
             if missing.numel() == 0:
                 break
-            key = _cell_key(xyz, self.voxel_config, scale)
+            key = cell_keys(xyz, self.voxel_config, scale)
             unique_key, inverse = torch.unique(key[item.sampled], return_inverse=True)
             sums = torch.zeros((unique_key.shape[0], logits.shape[1]), device=xyz.device)
             sums.index_add_(0, inverse, sampled_logits)
@@ -383,27 +337,7 @@ class Segmenter:
         return logits, known
 
 
-@dataclass
-class _ArrayScan:
-    """A minimal Scan (same attributes as elite_ros.cloud.Scan) for warm-up and array callers."""
-
-    xyz: np.ndarray
-    intensity: np.ndarray | None
-    index: np.ndarray
-    num_points: int
-
-
-def scan_from_arrays(xyz: np.ndarray, intensity: np.ndarray | None = None) -> _ArrayScan:
-    """A Scan-like object for a plain (N, 3) array (e.g. a KITTI .bin); non-finite rows are dropped
-    from the network input but still get a label (0) in the output."""
-    xyz = np.asarray(xyz, dtype=np.float32)
-    if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise ValueError(f"xyz must be (N, 3), got {xyz.shape}")
-    return _ArrayScan(xyz=xyz, intensity=None if intensity is None else np.asarray(intensity, np.float32),
-                      index=np.arange(xyz.shape[0], dtype=np.int64), num_points=int(xyz.shape[0]))
-
-
-def _scan_arrays(scan: Any, position: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
+def _scan_arrays(scan: Scan, position: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
     """Validate a Scan-like object; errors name the scan and the attribute."""
     name = f"scan {position}"
     try:
@@ -434,13 +368,6 @@ def _doubling_scales(config: VoxelConfig) -> list[int]:
     while max(config.cells(scales[-1])) > 1:
         scales.append(scales[-1] * 2)
     return scales
-
-
-def _cell_key(xyz: Tensor, config: VoxelConfig, scale: int) -> Tensor:
-    """(N,) int64 linear key of each point's cell at `scale`."""
-    cell = point_cells(xyz, config, scale)
-    x_cells, y_cells, _ = config.cells(scale)
-    return (cell[:, 2] * y_cells + cell[:, 1]) * x_cells + cell[:, 0]
 
 
 def _tta_transform(points: Tensor, generator: torch.Generator) -> Tensor:

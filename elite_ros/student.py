@@ -20,9 +20,9 @@ Exact algebraic rewrites make it cheaper than the official code without changing
   scale and summed (Linear over a concatenation = sum of Linears over the parts), the gather and sum
   fused in one `embedding_bag`; the whole decoder runs once per distinct tuple of stage voxels (points
   sharing all four voxels get identical logits) and is gathered back to the points.
-In inference (eval mode, autograd off, native backend) each SparseBasicBlock folds its BatchNorms into
-the conv weights and sums the 1x1x1 shortcut at conv2's centre offset: two fused convolutions
-(`sparse.native.fused_conv`) and two in-place LeakyReLUs.
+In inference (eval mode, autograd off, on a backend that `fuses_inference`) each SparseBasicBlock folds its
+BatchNorms into the conv weights (`sparse.fold_batch_norm`) and sums the 1x1x1 shortcut at conv2's centre
+offset: two fused convolutions (`SparseBackend.fused_conv`) and two in-place LeakyReLUs.
 Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (see voxel.py).
 """
 from __future__ import annotations
@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .labels import NUM_CLASSES
-from .sparse import SparseGrid, SubMConv3d, resolve_backend
-from .sparse.native import fused_conv, offset_weights
+from .sparse import SparseGrid, SubMConv3d, fold_batch_norm, resolve_backend
 from .voxel import MultiScaleVoxels, VoxelConfig, voxelise
 
 IN_FEATURES = 4  # x, y, z, intensity (ref §1: input_dims)
@@ -139,8 +138,8 @@ class SparseBasicBlock(nn.Module):
         return self.activation(out + shortcut)
 
     def _can_fuse(self, features: Tensor, grid: SparseGrid) -> bool:
-        """Inference on the native backend with running BN statistics: the fused path computes the same."""
-        return (not self.training and not torch.is_grad_enabled() and grid.backend_name == "native"
+        """Inference on a fusing backend with running BN statistics: the fused path computes the same."""
+        return (not self.training and not torch.is_grad_enabled() and grid.backend.fuses_inference
                 and not torch.is_autocast_enabled(features.device.type)
                 and all(norm.track_running_stats and norm.running_mean is not None
                         for norm in (self.norm1, self.norm2, self.shortcut_norm)))
@@ -148,35 +147,23 @@ class SparseBasicBlock(nn.Module):
     def _fused_forward(self, features: Tensor, grid: SparseGrid) -> Tensor:
         """Inference: every BN folded into its conv, the 1x1x1 shortcut summed at conv2's centre offset.
 
-        Two fused convolutions (gather, GEMM per offset, one segmented sum; see sparse.native.fused_conv)
-        and two in-place LeakyReLUs, instead of three convs, three BNs, an add and two activations.
+        Two fused convolutions (`SparseBackend.fused_conv`: gather, GEMM per offset, one segmented sum on
+        the native backend) and two in-place LeakyReLUs, instead of three convs, three BNs, an add and two
+        activations.
         """
         if features.dim() != 2 or features.shape != (grid.num_sites, self.conv1.in_channels):
             raise ValueError(f"features must have shape ({grid.num_sites}, {self.conv1.in_channels}) for this grid,"
                              f" got {tuple(features.shape)}")
-        kernel_map = grid.kernel_map(self.conv1.kernel_size)
-        dtype = features.dtype
-        weight1, bias1 = _fold_batch_norm(self.conv1, self.norm1)
-        weight2, bias2 = _fold_batch_norm(self.conv2, self.norm2)
-        shortcut_weight, shortcut_bias = _fold_batch_norm(self.shortcut_conv, self.shortcut_norm)
-        hidden = fused_conv(features, offset_weights(weight1.to(dtype)), kernel_map, bias=bias1.to(dtype))
+        backend, kernel_size, dtype = grid.backend, self.conv1.kernel_size, features.dtype
+        weight1, bias1 = fold_batch_norm(self.conv1, self.norm1)
+        weight2, bias2 = fold_batch_norm(self.conv2, self.norm2)
+        shortcut_weight, shortcut_bias = fold_batch_norm(self.shortcut_conv, self.shortcut_norm)
+        hidden = backend.fused_conv(features, weight1.to(dtype), grid, kernel_size, bias=bias1.to(dtype))
         F.leaky_relu_(hidden, LEAKY_SLOPE)
         shortcut = shortcut_weight.reshape(shortcut_weight.shape[0], -1).t().to(dtype)  # (in, out)
-        out = fused_conv(hidden, offset_weights(weight2.to(dtype)), kernel_map, bias=(bias2 + shortcut_bias).to(dtype),
-                         extra=(features, shortcut))
+        out = backend.fused_conv(hidden, weight2.to(dtype), grid, kernel_size, bias=(bias2 + shortcut_bias).to(dtype),
+                                 extra=(features, shortcut))
         return F.leaky_relu_(out, LEAKY_SLOPE)
-
-
-def _fold_batch_norm(conv: SubMConv3d, norm: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
-    """Eval-mode BN(conv(x)) as one conv: (weight (out, K, K, K, in), bias (out,)), float32."""
-    scale = torch.rsqrt(norm.running_var.float() + norm.eps)
-    shift = -norm.running_mean.float() * scale
-    if norm.weight is not None:
-        scale = scale * norm.weight.float()
-        shift = shift * norm.weight.float() + norm.bias.float()
-    if conv.bias is not None:
-        shift = shift + conv.bias.float() * scale
-    return conv.weight.float() * scale.view(-1, 1, 1, 1, 1), shift
 
 
 class PointEncoder(nn.Module):

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .sparse.keys import decode_key, linear_key
+
 VOXEL_SIZE = 0.1  # metres, base cube edge (ref §2: 1000 cells over 100 m)
 MIN_BOUND = (-50.0, -50.0, -4.0)  # metres, x y z (ref §1: min_volume_space)
 MAX_BOUND = (50.0, 50.0, 2.0)  # metres, x y z (ref §1: max_volume_space)
@@ -291,24 +293,6 @@ def sorted_groups(key: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     return sorted_key[offsets].to(key.dtype), inverse, ends - offsets, order, offsets
 
 
-def _linear_key(batch: Tensor, z: Tensor, y: Tensor, x: Tensor, zyx: tuple[int, int, int]) -> Tensor:
-    """One int64 per cell, ordered like (batch, z, y, x) rows."""
-    Z, Y, X = zyx
-    return ((batch * Z + z) * Y + y) * X + x
-
-
-def _decode_key(key: Tensor, zyx: tuple[int, int, int]) -> Tensor:
-    """(M,) int64 keys -> (M, 4) int32 [batch, z, y, x]."""
-    Z, Y, X = zyx
-    x = key % X
-    rest = key // X
-    y = rest % Y
-    rest = rest // Y
-    z = rest % Z
-    batch = rest // Z
-    return torch.stack([batch, z, y, x], dim=1).to(torch.int32)
-
-
 def point_cells(xyz: Tensor, config: VoxelConfig, scale: int) -> Tensor:
     """(Np, 3) metres -> (Np, 3) int64 cell (x, y, z) at `scale`, clipped into the grid."""
     cells = torch.tensor(config.cells(scale), dtype=xyz.dtype, device=xyz.device)
@@ -319,13 +303,17 @@ def point_cells(xyz: Tensor, config: VoxelConfig, scale: int) -> Tensor:
     return torch.minimum(index.clamp_min_(0), upper)
 
 
+def cell_keys(xyz: Tensor, config: VoxelConfig, scale: int, batch_index: Tensor | int = 0) -> Tensor:
+    """(Np,) int64 linear key (`sparse.keys`) of each point's cell at `scale`; batch_index (Np,) or one int."""
+    cell = point_cells(xyz, config, scale)
+    return linear_key(batch_index, cell[:, 2], cell[:, 1], cell[:, 0], config.spatial_shape(scale))
+
+
 def voxelise_level(xyz: Tensor, batch_index: Tensor, config: VoxelConfig, scale: int) -> ScaleVoxels:
     """Unique voxels of one level: coords (M,4) int32 [b,z,y,x], point -> voxel (Np,), counts (M,)."""
-    cell = point_cells(xyz, config, scale)
     zyx = config.spatial_shape(scale)
-    key = _linear_key(batch_index, cell[:, 2], cell[:, 1], cell[:, 0], zyx)
-    unique_key, inverse, counts, order, offsets = sorted_groups(key)
-    return ScaleVoxels(scale=scale, spatial_shape=zyx, coords=_decode_key(unique_key, zyx),
+    unique_key, inverse, counts, order, offsets = sorted_groups(cell_keys(xyz, config, scale, batch_index))
+    return ScaleVoxels(scale=scale, spatial_shape=zyx, coords=decode_key(unique_key, zyx),
                        point_to_voxel=inverse, counts=counts, point_order=order, offsets=offsets)
 
 
@@ -379,7 +367,7 @@ def coarsen_coords(coords: Tensor, spatial_shape: tuple[int, int, int], factor: 
     """Voxels (M, 4) int32 [b,z,y,x] grouped by coords // factor (voxel-weighted mean into the parents)."""
     coarse_shape = tuple(int(math.ceil(s / factor)) for s in spatial_shape)
     c = coords.to(torch.int64)
-    key = _linear_key(c[:, 0], c[:, 1] // factor, c[:, 2] // factor, c[:, 3] // factor, coarse_shape)
+    key = linear_key(c[:, 0], c[:, 1] // factor, c[:, 2] // factor, c[:, 3] // factor, coarse_shape)
     _, parent, counts, order, offsets = sorted_groups(key)
     weight = 1.0 / counts.to(torch.float32)
     mean = VoxelTransition(source=order, destination=parent[order], weight=weight[parent[order]],

@@ -182,13 +182,13 @@ def test_malformed_empty_and_nan_clouds(segmenter, luminar):
 
 
 def test_precision_hint_only_for_fp32_on_a_cpu_with_native_bf16(segmenter, monkeypatch):
-    from elite_ros import segmenter as segmenter_module
+    from elite_ros import device as device_module
 
-    monkeypatch.setattr(segmenter_module, "cpu_supports_precision", lambda name: name in ("fp32", "bf16"))
+    monkeypatch.setattr(device_module, "cpu_supports_precision", lambda name: name in ("fp32", "bf16"))
     hint = SegmentationHandler(segmenter, SegmentParams()).precision_hint
     assert hint is not None and "precision bf16" in hint and "AVX512-BF16" in hint
     assert SegmentationHandler(segmenter, SegmentParams(precision="bf16")).precision_hint is None
-    monkeypatch.setattr(segmenter_module, "cpu_supports_precision", lambda name: name == "fp32")
+    monkeypatch.setattr(device_module, "cpu_supports_precision", lambda name: name == "fp32")
     assert SegmentationHandler(segmenter, SegmentParams()).precision_hint is None
 
 
@@ -198,7 +198,7 @@ def test_from_params_names_the_bad_parameter(tmp_path: Path):
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="'device'"):
             SegmentationHandler.from_params(SegmentParams(device="cuda:0"))
-        from elite_ros.segmenter import cpu_supports_precision
+        from elite_ros.device import cpu_supports_precision
 
         if not cpu_supports_precision("fp16"):
             with pytest.raises(ParameterError, match="'precision'"):

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from elite_ros import device as device_module
 from elite_ros import segmenter as segmenter_module
 from elite_ros.checkpoint import make_metadata, save_checkpoint
-from elite_ros.segmenter import (STAGES, Segmenter, cpu_supports_precision, resolve_device, resolve_precision,
-                                 scan_from_arrays)
+from elite_ros.cloud import scan_from_arrays
+from elite_ros.device import cpu_supports_precision, resolve_device, resolve_precision
+from elite_ros.segmenter import PREDICTION_STAGES, Segmenter
 from elite_ros.sparse import available_backends
 from elite_ros.student import Student, StudentInput
 from elite_ros.voxel import in_range_mask
@@ -78,7 +80,7 @@ def test_labels_every_message_point_with_zero_for_invalid_ones(segmenter, data_d
     assert (prediction.class_id[~valid] == 0).all() and (prediction.probability[~valid] == 0).all()
     assert (prediction.probability[valid] > 1.0 / 20 - 1e-6).all() and (prediction.probability <= 1).all()
     assert prediction.class_id.max() < 20
-    assert set(prediction.timings_ms) == set(STAGES)
+    assert set(prediction.timings_ms) == set(PREDICTION_STAGES)
     assert prediction.timings_ms["total"] >= prediction.timings_ms["network"] > 0
 
 
@@ -225,7 +227,7 @@ def test_bad_settings_and_scans_are_named(checkpoint, segmenter):
 
 @pytest.mark.parametrize("precision, units", [("fp16", "AVX512-FP16 or AMX-FP16"), ("bf16", "AVX512-BF16 or AMX")])
 def test_half_precision_on_a_cpu_without_native_units_is_refused(checkpoint, monkeypatch, precision, units):
-    monkeypatch.setattr(segmenter_module, "cpu_supports_precision", lambda name: name == "fp32")
+    monkeypatch.setattr(device_module, "cpu_supports_precision", lambda name: name == "fp32")
     with pytest.raises(ValueError, match=rf"precision '{precision}' needs a CUDA device or a CPU with native "
                                          rf"{precision} units \({units}\); this CPU has none, use fp32"):
         Segmenter.from_checkpoint(checkpoint, device="cpu", precision=precision, warmup=False)

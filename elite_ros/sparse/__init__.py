@@ -6,10 +6,11 @@
 
 Weights have one canonical layout (out, kz, ky, kx, in) on every backend.
 """
-from .backends import BACKEND_NAMES, available_backends, resolve_backend
-from .conv import SubMConv3d
+from .backends import BACKEND_NAMES, BackendError, SparseBackend, UnknownBackendError, available_backends, resolve_backend
+from .conv import SubMConv3d, fold_batch_norm
 from .grid import SparseGrid
 from .kernel_map import KernelMap, build_kernel_map, kernel_offsets
 
-__all__ = ["BACKEND_NAMES", "KernelMap", "SparseGrid", "SubMConv3d", "available_backends", "build_kernel_map",
-           "kernel_offsets", "resolve_backend"]
+__all__ = ["BACKEND_NAMES", "BackendError", "KernelMap", "SparseBackend", "SparseGrid", "SubMConv3d",
+           "UnknownBackendError", "available_backends", "build_kernel_map", "fold_batch_norm", "kernel_offsets",
+           "resolve_backend"]

@@ -60,3 +60,20 @@ class SubMConv3d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size},"
                 f" bias={self.bias is not None}")
+
+
+def fold_batch_norm(conv: SubMConv3d, norm: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode ``norm(conv(x))`` as one convolution: (weight (out, K, K, K, in), bias (out,)), float32.
+
+    Uses the running statistics: only valid in inference (see `SparseBackend.fused_conv`).
+    """
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("fold_batch_norm needs a BatchNorm with running statistics (track_running_stats)")
+    scale = torch.rsqrt(norm.running_var.float() + norm.eps)
+    shift = -norm.running_mean.float() * scale
+    if norm.weight is not None:
+        scale = scale * norm.weight.float()
+        shift = shift * norm.weight.float() + norm.bias.float()
+    if conv.bias is not None:
+        shift = shift + conv.bias.float() * scale
+    return conv.weight.float() * scale.view(-1, 1, 1, 1, 1), shift

@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from .backends import get_backend
-from .kernel_map import linear_keys
+from .backends import SparseBackend, get_backend
+from .keys import coords_key
 
 
 class SparseGrid:
@@ -36,7 +36,7 @@ class SparseGrid:
         self.spatial_shape: tuple[int, int, int] = shape
         self.batch_size = int(batch_size)
         self.backend_name = backend
-        self.backend = get_backend(backend)
+        self.backend: SparseBackend = get_backend(backend)
         self.kernel_map_builds = 0
         self._maps: dict[int, Any] = {}
         self._keys: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -73,7 +73,7 @@ class SparseGrid:
     def sorted_keys(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Linear int64 key per site and (sorted keys, argsort), computed once."""
         if self._keys is None:
-            keys = linear_keys(self.coords, self.spatial_shape)
+            keys = coords_key(self.coords, self.spatial_shape)
             self._keys = (keys, torch.sort(keys))
         return self._keys
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .keys import coords_key
+
 
 @dataclass(frozen=True)
 class KernelMap:
@@ -54,13 +56,6 @@ def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
     return [(dz, dy, dx) for dz in span for dy in span for dx in span]
 
 
-def linear_keys(coords: torch.Tensor, spatial_shape: tuple[int, int, int]) -> torch.Tensor:
-    """One int64 key per site: ``((b * Z + z) * Y + y) * X + x``; coords (M, 4) [batch, z, y, x]."""
-    c = coords.long()
-    size_z, size_y, size_x = spatial_shape
-    return ((c[:, 0] * size_z + c[:, 1]) * size_y + c[:, 2]) * size_x + c[:, 3]
-
-
 def _search_positions(key_values: torch.Tensor, query: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """(H, M) sorted positions where each query key would be, clamped to a valid index.
 
@@ -89,7 +84,7 @@ def build_kernel_map(coords: torch.Tensor, spatial_shape: tuple[int, int, int], 
     """Find every neighbour pair of a submanifold K^3 convolution by binary search on sorted keys.
 
     coords: (M, 4) integer [batch, z, y, x] voxel indices, unique, inside ``spatial_shape`` (Z, Y, X).
-    ``order``: (M,) int64 argsort of the sites' :func:`linear_keys`, when the caller already has it.
+    ``order``: (M,) int64 argsort of the sites' keys (:func:`keys.coords_key`), when the caller already has it.
     Vectorised over sites and offsets: one ``torch.searchsorted`` for the first half of the kernel (for
     K = 3 only the dx = 0 offsets are searched, see :func:`_search_positions`).
     Keys are taken on the grid padded by K//2 on every side, so a neighbour beyond a face lands on an
@@ -112,7 +107,7 @@ def build_kernel_map(coords: torch.Tensor, spatial_shape: tuple[int, int, int], 
     radius = kernel_size // 2
     padded_shape = tuple(size + 2 * radius for size in spatial_shape)
     shift = torch.tensor([0, radius, radius, radius], dtype=torch.int64, device=coords.device)
-    keys = linear_keys(coords.long() + shift, padded_shape)
+    keys = coords_key(coords.long() + shift, padded_shape)
     # voxelise() gives its sites in key order: then a site's row is its sorted position (no argsort) and
     # every offset's matches come out sorted from both sides (no mirror sort)
     presorted = order is None and bool((keys[1:] > keys[:-1]).all())

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .kernel_map import KernelMap, build_kernel_map
+
+if TYPE_CHECKING:
+    from .grid import SparseGrid
 
 
 def offset_weights(weight: torch.Tensor) -> torch.Tensor:
@@ -283,13 +287,19 @@ def submanifold_conv(features: torch.Tensor, weight: torch.Tensor, kernel_map: K
 
 
 class NativeBackend:
-    """Kernel maps by sorted-key search, convolution by gather-GEMM-scatter; trains on CPU and GPU."""
+    """Kernel maps by sorted-key search, convolution by gather-GEMM-scatter; trains on CPU and GPU; fuses
+    BatchNorm-folded inference convolutions (`fused_conv`)."""
 
     name = "native"
+    fuses_inference = True
 
-    def build_map(self, grid, kernel_size: int) -> KernelMap:
+    def build_map(self, grid: SparseGrid, kernel_size: int) -> KernelMap:
         order = grid.sorted_keys()[1][1] if grid.has_sorted_keys() else None
         return build_kernel_map(grid.coords, grid.spatial_shape, kernel_size, order=order)
 
-    def conv(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int) -> torch.Tensor:
+    def conv(self, features: torch.Tensor, weight: torch.Tensor, grid: SparseGrid, kernel_size: int) -> torch.Tensor:
         return submanifold_conv(features, weight, grid.kernel_map(kernel_size))
+
+    def fused_conv(self, features: torch.Tensor, weight: torch.Tensor, grid: SparseGrid, kernel_size: int, *,
+                   bias: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        return fused_conv(features, offset_weights(weight), grid.kernel_map(kernel_size), bias=bias, extra=extra)

@@ -81,6 +81,7 @@ class SpconvBackend:
     """spconv 2.x kernels (CPU native gather-GEMM-scatter; implicit GEMM on CUDA)."""
 
     name = "spconv"
+    fuses_inference = False
 
     def _tensor(self, grid, features: torch.Tensor):
         import spconv.pytorch as spconv
@@ -149,3 +150,7 @@ class SpconvBackend:
         if wants_grad:
             out = _RaiseOnBackward.apply(out, features, weight)
         return out
+
+    def fused_conv(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int, *,
+                   bias: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        raise NotImplementedError("sparse backend 'spconv' has no fused inference convolution (fuses_inference)")

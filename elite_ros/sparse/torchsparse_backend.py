@@ -87,6 +87,7 @@ class TorchsparseBackend:
     """torchsparse kernels; weights permuted from the canonical layout at call time."""
 
     name = "torchsparse"
+    fuses_inference = False
 
     def _tensor(self, grid, features: torch.Tensor):
         """A torchsparse tensor over the grid's sites sharing the grid's kernel-map caches."""
@@ -119,3 +120,7 @@ class TorchsparseBackend:
         training = torch.is_grad_enabled() and (features.requires_grad or weight.requires_grad)
         out = _conv3d(self._tensor(grid, features.contiguous()), ts_weight, kernel_size, training=training)
         return out.feats
+
+    def fused_conv(self, features: torch.Tensor, weight: torch.Tensor, grid, kernel_size: int, *,
+                   bias: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        raise NotImplementedError("sparse backend 'torchsparse' has no fused inference convolution (fuses_inference)")
