@@ -45,6 +45,7 @@ def test_parameter_counts_on_vit_b():
     assert trainable_parameter_count(vit_b("pe_ln")) == (768 * 3 * 16 * 16 + 768) + 12 * 2 * 2 * 768
     fixed = vit_b("fixed")
     assert trainable_parameter_count(fixed) == 0
+    assert trainable_parameter_count(vit_b("full")) == 88_883_456  # every encoder parameter
     frozen = sum(p.numel() for p in fixed.parameters())
     assert frozen == 88_883_456 and round(frozen / 1e6, 1) == 88.9  # ref §5: frozen ViT-B without neck
 

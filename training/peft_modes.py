@@ -11,6 +11,8 @@ patch decoders stay outside the tuned model and are always trainable (ref §5).
                 alternative (ref §5); 294,912 parameters for ViT-B.
 * ``adalora`` - `peft.AdaLoraConfig` on q/k/v/proj/lin1/lin2 of every block (72 SVD adapters for
                 ViT-B, init rank 12, target average rank 8): 1,991,520 parameters (ref §5).
+* ``full``    - every encoder parameter trainable (not in the paper): for a teacher without pretrained
+                weights, such as the tiny ViT of the CPU configs, which must learn from scratch.
 
 peft pitfalls on a non-transformers module (ref §5, §12), handled here:
 
@@ -59,6 +61,7 @@ class TuningMode(str, Enum):
     PE_LN = "pe_ln"
     LORA = "lora"
     ADALORA = "adalora"
+    FULL = "full"
 
 
 def adalora_config(total_step: int) -> AdaLoraConfig:
@@ -104,6 +107,10 @@ def apply_tuning_mode(encoder: nn.Module, mode: TuningMode | str, *, total_step:
     optimiser steps of the whole training run).
     """
     mode = TuningMode(mode)
+    if mode is TuningMode.FULL:
+        for param in encoder.parameters():
+            param.requires_grad_(True)
+        return encoder
     if mode in (TuningMode.FIXED, TuningMode.PE_LN):
         for param in encoder.parameters():
             param.requires_grad_(False)
