@@ -23,17 +23,11 @@ from typing import Any
 import yaml
 
 from elite_ros import __version__
-from elite_ros.evaluate import (
-    KITTI_ATTRIBUTION,
-    SEMANTICKITTI_ATTRIBUTION,
-    CloudGroundTruth,
-    Evaluation,
-    ground_truth_ids,
-    ground_truth_kind,
-    write_report,
-)
+from elite_ros.evaluate import Evaluation
+from elite_ros.ground_truth import CloudGroundTruth, ground_truth_ids, ground_truth_kind
 from elite_ros.handler import OUTPUTS
 from elite_ros.params import ParameterError, SegmentParams, load_params_file
+from elite_ros.report import KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION, write_report
 
 UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
                   "are meaningless; they only show that the pipeline runs end to end.")
@@ -110,8 +104,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _evaluate_stored(recording, topics, field: str, ground_truth: CloudGroundTruth, progress: bool) -> Evaluation:
-    from elite_ros.cloud import read_points
     from tqdm import tqdm
+
+    from elite_ros.cloud import read_points
 
     evaluation = Evaluation()
     chosen = recording.select(topics)

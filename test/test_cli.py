@@ -11,8 +11,8 @@ import pytest
 from elite_ros import cli
 from elite_ros.bag import TYPESTORE, BagWriter, bag_info, iter_messages
 from elite_ros.cloud import make_cloud
-from elite_ros.evaluate import REPORT_FILES
 from elite_ros.labels import LEARNING_MAP_INV
+from elite_ros.report import REPORT_FILES
 
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 
@@ -145,7 +145,7 @@ def test_demo_on_the_semantickitti_fixture(capsys, monkeypatch, tiny_checkpoint,
 
 def test_stored_raw_id_predictions_use_the_evaluate_kind_rule(capsys, tmp_path):
     """`--stored-predictions gt_label` holds raw ids (as CloudGroundTruth reads `gt_label`): one rule for both."""
-    from elite_ros.evaluate import ground_truth_kind
+    from elite_ros.ground_truth import ground_truth_kind
 
     assert (ground_truth_kind("label"), ground_truth_kind("gt_label"), ground_truth_kind("class_id")) == (
         "raw", "raw", "train")

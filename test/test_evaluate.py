@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from elite_ros.evaluate import (
-    REPORT_FILES,
-    Evaluation,
-    ground_truth_ids,
-    latency_stats,
-    write_report,
-)
+from elite_ros.evaluate import Evaluation, latency_stats
+from elite_ros.ground_truth import ground_truth_ids
+from elite_ros.report import REPORT_FILES, write_report
 
 # Frame 1 by hand: pairs (gt, pred) = (1,1) (1,1) (1,2) (2,2) (2,0) (0,1) (3,3).
 # (2,0) falls in the dropped column 0 and (0,1) in the dropped row 0, so after cropping:
@@ -86,7 +82,7 @@ def test_report_folder(tmp_path: Path):
 def test_ground_truth_from_cloud_fields():
     from elite_ros.bag import TYPESTORE
     from elite_ros.cloud import make_cloud
-    from elite_ros.evaluate import CloudGroundTruth
+    from elite_ros.ground_truth import CloudGroundTruth
 
     header = TYPESTORE.types["std_msgs/msg/Header"](
         stamp=TYPESTORE.types["builtin_interfaces/msg/Time"](sec=0, nanosec=0), frame_id="l")

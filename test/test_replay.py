@@ -10,7 +10,8 @@ import pytest
 
 from elite_ros.bag import bag_info, iter_messages
 from elite_ros.cloud import read_points
-from elite_ros.evaluate import CloudGroundTruth, Evaluation
+from elite_ros.evaluate import Evaluation
+from elite_ros.ground_truth import CloudGroundTruth
 from elite_ros.handler import SegmentationHandler
 from elite_ros.labels import to_training_ids
 from elite_ros.params import SegmentParams
