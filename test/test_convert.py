@@ -12,6 +12,8 @@ from PIL import Image
 
 from elite_ros.bag import bag_info, detect_format, iter_messages
 from elite_ros.cloud import read_points
+from elite_ros.command import EXIT_USAGE, run_command
+from elite_ros_training.commands import convert as convert_command
 from elite_ros_training.data import convert as convert_module
 from elite_ros_training.data.bag_dataset import BagFrames, stamp_ns
 from elite_ros_training.data.convert import convert, convert_bag
@@ -186,11 +188,13 @@ def test_kitti2bag_custom_topics_and_missing_topic(tmp_path: Path, data_dir: Pat
 
 def test_cli(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser(prog="elite-ros-train")
-    convert_module.add_parser(parser.add_subparsers(dest="command"))
+    convert_command.add_parser(parser.add_subparsers(dest="command"))
     seq = _seq00_folder(tmp_path, data_dir, images=False)
-    args = parser.parse_args(["convert", str(seq), str(tmp_path / "out"), "--quiet", "--start-time", "2.5"])
+    args = parser.parse_args(["convert", str(seq), str(tmp_path / "out"), "--no-progress", "--start-time", "2.5"])
     assert args.func(args) == 0
     assert "wrote" in capsys.readouterr().err
     assert next(iter(iter_messages(tmp_path / "out"))).timestamp == 2_500_000_000
-    assert args.func(args) == 2  # exists now
+    with pytest.raises(SystemExit) as exit_info:  # exists now
+        run_command(args)
+    assert exit_info.value.code == EXIT_USAGE == 2
     assert "refusing to overwrite" in capsys.readouterr().err

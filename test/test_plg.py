@@ -12,13 +12,14 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
+from elite_ros.command import run_command
+from elite_ros_training.commands.plg import add_parser
 from elite_ros_training.data.semantickitti import SequenceFolder, load_pseudo_labels, pseudo_label_path, write_bin
 from elite_ros_training.plg import (
     OTHER_CLASS_LOGIT,
     STUFF_SAME_CLASS_LOGIT,
     THING_SAME_INSTANCE_LOGIT,
     PlgConfig,
-    add_parser,
     frame_labels,
     low_res_canvases,
     majority,
@@ -30,7 +31,6 @@ from elite_ros_training.plg import (
     run_plg,
     sparse_labels,
 )
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one thread
 
@@ -203,8 +203,8 @@ def test_cli_subcommand(tmp_path):
     root = write_sequence(tmp_path / "00", frames=1)
     args = parser.parse_args(["plg", "--sequence", str(root), "--checkpoint", str(tmp_path / "missing.pth")])
     with pytest.raises(SystemExit, match="error: SAM checkpoint not found: .*missing.pth"):
-        args.func(args)
+        run_command(args)
     (tmp_path / "sam.pth").write_bytes(b"")
     args = parser.parse_args(["plg", "--sequence", str(tmp_path / "nope"), "--checkpoint", str(tmp_path / "sam.pth")])
     with pytest.raises(SystemExit, match="nope: no 'velodyne' folder"):
-        args.func(args)
+        run_command(args)

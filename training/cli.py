@@ -1,20 +1,22 @@
-"""`elite-ros-train`: the training command. One subcommand per module.
+"""`elite-ros-train`: the training command. One subcommand per module, under elite_ros_training.commands.
 
 Each module listed in SUBCOMMAND_MODULES exposes ``add_parser(subparsers)``, which adds its subcommand
-and sets ``func`` (``args -> exit code``) as the parser default. Add a subcommand by writing such a
-module and listing it here.
+and sets ``func=run``, and ``run(args) -> int``; bad input follows `elite_ros.command` (one line
+``error: ...``, exit code 2). Add a subcommand by writing such a module and listing it here.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+
+from elite_ros.command import run_command
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros_training.commands.synth",  # synth
-    "elite_ros_training.plg",  # plg
-    "elite_ros_training.data.convert",  # convert
+    "elite_ros_training.commands.plg",  # plg
+    "elite_ros_training.commands.convert",  # convert
 )
 
 
@@ -31,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Parse `argv` and run the subcommand; bad input: one line ``error: ...`` and SystemExit(2)."""
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ replaced by an explicit mask, so an instance id of 65535 is not lost either.
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from segment_anything.utils.amg import (
 )
 from torchvision.ops import batched_nms
 
+from elite_ros.device import resolve_device
 from elite_ros.labels import split_label, to_training_ids
 from elite_ros_training.data.projection import project_points
 
@@ -62,7 +62,6 @@ OTHER_CLASS_LOGIT = -16.0  # -16 on cells of any other non-zero class
 SAM_PATCH_PIXELS = 16  # SAM ViT patch, pixels of the input frame
 SAM_LOW_RES_UPSCALE = 4  # SAM's mask decoder output is 4x the embedding grid (low-res masks 256 = 4 x 64)
 DEFAULT_MODEL_TYPE = "vit_h"  # ref §9: the paper uses SAM ViT-H (sam_vit_h_4b8939.pth)
-BAG_OUTPUT_SUFFIX = ".image_2_labels"  # <bag>.image_2_labels/<frame id>.npz next to a bag
 
 
 @dataclass(frozen=True)
@@ -278,7 +277,7 @@ def generate_pseudo_labels(predictor: SamPredictor, image: np.ndarray, pixels: n
     return paint_labels(_DecodedMasks(data["rles"]), labels, image_hw)
 
 
-# ------------------------------------------------------------------------------------ frames / CLI
+# ------------------------------------------------------------------------------------------ frames
 def frame_labels(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A `Frame` (training/data/frame.py) -> projected pixels (M, 2) and their training / instance ids.
 
@@ -331,14 +330,9 @@ def run_plg(source, output_path: Callable[[str], Path], sam: Sam, config: PlgCon
     return {"written": written, "skipped": skipped}
 
 
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def load_sam(model_type: str, checkpoint: str | Path, device: str = "auto") -> Sam:
-    """A SAM model from `segment_anything.sam_model_registry` (vit_h / vit_l / vit_b) on `device`."""
+    """A SAM model from `segment_anything.sam_model_registry` (vit_h / vit_l / vit_b) on `device`
+    ("auto", "cpu", "cuda:N": `elite_ros.device.resolve_device`)."""
     from segment_anything import sam_model_registry
 
     if model_type not in sam_model_registry:
@@ -347,68 +341,4 @@ def load_sam(model_type: str, checkpoint: str | Path, device: str = "auto") -> S
     if not checkpoint.is_file():
         raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint}")
     sam = sam_model_registry[model_type](checkpoint=str(checkpoint))
-    return sam.to(_resolve_device(device)).eval()
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``elite-ros-train plg``."""
-    parser = subparsers.add_parser(
-        "plg", help="SAM-PLG: dense pseudo labels from projected LiDAR labels and SAM (ref §9)",
-        description="Writes a (2, H, W) uint16 (semantic, instance) map per frame, compressed, to "
-                    "<sequence>/image_2_labels/<id>.npz (or <bag>.image_2_labels/<id>.npz). "
-                    "Frames already done are skipped.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--sequence", type=Path, nargs="+", metavar="DIR",
-                        help="SemanticKITTI sequence folder(s) (velodyne/, labels/, image_2/, calib.txt)")
-    source.add_argument("--bag", type=Path, metavar="PATH", help="training rosbag (clouds with 'label', images)")
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help=f"with --bag: where maps go (default <bag>{BAG_OUTPUT_SUFFIX})")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="SAM checkpoint, e.g. sam_vit_h_4b8939.pth")
-    parser.add_argument("--model-type", default=DEFAULT_MODEL_TYPE, choices=["vit_h", "vit_l", "vit_b", "default"],
-                        help="segment_anything.sam_model_registry key (paper: vit_h)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--points-per-batch", type=int, default=POINTS_PER_BATCH)
-    parser.add_argument("--stability-score-thresh", type=float, default=STABILITY_SCORE_THRESH)
-    parser.add_argument("--box-nms-thresh", type=float, default=BOX_NMS_THRESH)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=main)
-    return parser
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run ``elite-ros-train plg`` with parsed arguments; bad input exits with one line naming it."""
-    from elite_ros_training.data.semantickitti import KittiFormatError
-
-    try:
-        return _run(args)
-    except (FileNotFoundError, KittiFormatError, ValueError) as error:
-        raise SystemExit(f"elite-ros-train plg: error: {error}") from None
-
-
-def _run(args: argparse.Namespace) -> int:
-    from elite_ros_training.data.semantickitti import SequenceFolder, pseudo_label_path
-
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"SAM checkpoint not found: {args.checkpoint}")
-    config = PlgConfig(points_per_batch=args.points_per_batch, stability_score_thresh=args.stability_score_thresh,
-                       box_nms_thresh=args.box_nms_thresh)
-    jobs = []
-    if args.sequence:
-        if args.output_dir is not None:
-            raise ValueError("--output-dir applies to --bag; sequence maps go to <sequence>/image_2_labels")
-        for root in args.sequence:
-            folder = SequenceFolder(root, load_pseudo_labels=False)
-            if not folder.has_labels or not folder.has_images:
-                raise ValueError(f"{root}: SAM-PLG needs labels/ and image_2/ for every scan")
-            jobs.append((folder, lambda frame_id, root=root: pseudo_label_path(root, frame_id)))
-    else:
-        from elite_ros_training.data.bag_dataset import BagFrames
-
-        out = args.output_dir or args.bag.with_name(args.bag.name + BAG_OUTPUT_SUFFIX)
-        jobs.append((BagFrames(args.bag), lambda frame_id: out / f"{frame_id}.npz"))
-    sam = load_sam(args.model_type, args.checkpoint, args.device)
-    for source, output_path in jobs:
-        counts = run_plg(source, output_path, sam, config, progress=not args.no_progress)
-        print(f"{getattr(source, 'root', getattr(source, 'path', ''))}: {counts['written']} written, "
-              f"{counts['skipped']} skipped")
-    return 0
+    return sam.to(resolve_device(device)).eval()

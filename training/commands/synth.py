@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elite_ros.command import UsageError, add_progress_flag
 from elite_ros_training.synthetic.sequence import generate_sequence
 
 
@@ -19,19 +20,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("out", type=Path, metavar="OUT", help="sequence folder to create (must not exist or be empty)")
     parser.add_argument("--frames", type=int, default=100, help="number of frames at 10 Hz (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="world and noise seed (default: 0)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    """Render the drive into OUT (an existing non-empty OUT is refused: FileExistsError)."""
     if args.frames < 1:
-        raise SystemExit(f"elite-ros-train synth: --frames must be >= 1, got {args.frames}")
+        raise UsageError(f"--frames must be >= 1, got {args.frames}")
     if args.seed < 0:
-        raise SystemExit(f"elite-ros-train synth: --seed must be >= 0, got {args.seed}")
-    try:
-        out = generate_sequence(args.out, args.frames, args.seed, progress=not args.no_progress)
-    except FileExistsError as error:
-        raise SystemExit(f"elite-ros-train synth: {error}") from None
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    out = generate_sequence(args.out, args.frames, args.seed, progress=not args.no_progress)
     print(f"wrote {args.frames} frames to {out}")
     return 0

@@ -25,7 +25,7 @@ from rosbags.rosbag2 import Reader as Rosbag2Reader
 from elite_ros.bag import TYPESTORE, detect_format, iter_messages
 from elite_ros.cloud import decode, read_points
 from elite_ros_training.data.frame import Frame
-from elite_ros_training.data.semantickitti import load_pseudo_labels
+from elite_ros_training.data.semantickitti import PSEUDO_LABEL_DIR, load_pseudo_labels
 from elite_ros_training.data.transforms import TransformTree, transform_from_msg
 
 CLOUD_TOPIC = "/kitti/velo/pointcloud"  # kitti2bag's topic names, used by `convert` too
@@ -34,7 +34,7 @@ CAMERA_INFO_TOPIC = "/kitti/camera_color_left/camera_info"
 TF_STATIC_TOPIC = "/tf_static"
 SYNC_TOLERANCE_NS = 50_000_000  # 50 ms: pair an image with a cloud only if this close in time
 LABEL_FIELD = "label"  # UINT32 raw SemanticKITTI value per point (PCL PointXYZL convention)
-PSEUDO_LABEL_SUFFIX = ".image_2_labels"  # SAM-PLG maps of a bag: <bag>.image_2_labels/<frame id>.npz (plg.py)
+PSEUDO_LABEL_SUFFIX = f".{PSEUDO_LABEL_DIR}"  # SAM-PLG maps of a bag: <bag>.image_2_labels/<frame id>.npz
 
 _CHANNELS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
              "mono8": (1, (0, 0, 0)), "8UC3": (3, (0, 1, 2)), "8UC1": (1, (0, 0, 0))}
@@ -82,6 +82,12 @@ class _Stamped:
     rank: int  # how many earlier messages of the topic share this record time
 
 
+def bag_pseudo_label_dir(bag: str | Path) -> Path:
+    """Where `elite-ros-train plg` writes a bag's SAM-PLG maps and `BagFrames` looks for them."""
+    bag = Path(bag)
+    return bag.with_name(bag.name + PSEUDO_LABEL_SUFFIX)
+
+
 class BagFrames:
     """Random access to synchronised frames of a bag (a `FrameSource` for `PointImageDataset`).
 
@@ -110,7 +116,7 @@ class BagFrames:
         self._reader = None
         self.cloud_topic, self.image_topic = cloud_topic, image_topic
         if pseudo_label_dir is None:
-            beside = self.path.with_name(self.path.name + PSEUDO_LABEL_SUFFIX)
+            beside = bag_pseudo_label_dir(self.path)
             pseudo_label_dir = beside if beside.is_dir() else None
         self.pseudo_label_dir = None if pseudo_label_dir is None else Path(pseudo_label_dir)
         from elite_ros.bag import bag_info

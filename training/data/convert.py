@@ -1,5 +1,5 @@
-"""`elite-ros-train convert SRC OUT`: a KITTI / SemanticKITTI sequence folder, or a kitti2bag ROS 1 bag,
--> a rosbag2 (mcap) in the layout the bag dataset reads.
+"""A KITTI / SemanticKITTI sequence folder, or a kitti2bag ROS 1 bag, -> a rosbag2 (mcap) in the layout the
+bag dataset reads (the command line is `elite-ros-train convert`, training/commands/convert.py).
 
 Output layout (kitti2bag's topic and frame names):
 
@@ -21,8 +21,6 @@ Stamps: record time = header stamp = `start_time + times.txt` (folder), or the i
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +29,23 @@ import numpy as np
 from elite_ros.bag import TYPESTORE, BagWriter, detect_format, iter_messages
 from elite_ros.cloud import decode, make_cloud, read_points
 from elite_ros_training.data.bag_dataset import (
-    CAMERA_INFO_TOPIC, CLOUD_TOPIC, IMAGE_TOPIC, LABEL_FIELD, SYNC_TOLERANCE_NS, TF_STATIC_TOPIC, image_to_rgb,
+    CAMERA_INFO_TOPIC,
+    CLOUD_TOPIC,
+    IMAGE_TOPIC,
+    LABEL_FIELD,
+    SYNC_TOLERANCE_NS,
+    TF_STATIC_TOPIC,
+    image_to_rgb,
     stamp_ns,
 )
 from elite_ros_training.data.semantickitti import SequenceFolder, read_bin, read_image, read_label
 from elite_ros_training.data.transforms import (
-    TransformTree, invert_rigid, nearest_rotation, quaternion_from_matrix, rigid_matrix, transform_from_msg,
+    TransformTree,
+    invert_rigid,
+    nearest_rotation,
+    quaternion_from_matrix,
+    rigid_matrix,
+    transform_from_msg,
 )
 
 VELO_FRAME = "velo_link"  # kitti2bag's frame names
@@ -270,49 +279,3 @@ def convert(src: str | Path, out: str | Path, **options) -> ConvertReport:
     if start_time_ns:
         report.notes.append("--start-time ignored: a bag keeps its own header stamps")
     return report
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `convert` on an `elite-ros-train` sub-command parser."""
-    parser = subparsers.add_parser(
-        "convert", help="KITTI / SemanticKITTI folder or kitti2bag bag -> rosbag2 (mcap) for training",
-        description="Convert a KITTI odometry / SemanticKITTI sequence folder (or KITTI object folder), or a bag "
-                    "recorded by kitti2bag (ROS 1 or rosbag2), into a rosbag2 for training. Refuses an existing OUT; "
-                    "writes atomically.",
-        epilog=__doc__[__doc__.index("Output layout"):], formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("src", type=Path, help="sequence folder (velodyne/, labels/, image_2/, calib.txt, "
-                        "times.txt) or a ROS 1 / rosbag2 bag made by kitti2bag")
-    parser.add_argument("out", type=Path, help="output rosbag2 folder (must not exist)")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
-    parser.add_argument("--start-time", type=float, default=0.0,
-                        help="folder input: stamp of times.txt's zero, seconds since the epoch (default 0)")
-    parser.add_argument("--max-frames", type=int, default=None, help="convert only the first N frames")
-    parser.add_argument("--cloud-topic", default=CLOUD_TOPIC, help=f"PointCloud2 topic (default {CLOUD_TOPIC})")
-    parser.add_argument("--image-topic", default=IMAGE_TOPIC, help=f"Image topic (default {IMAGE_TOPIC})")
-    parser.add_argument("--camera-info-topic", default=CAMERA_INFO_TOPIC,
-                        help=f"CameraInfo topic (default {CAMERA_INFO_TOPIC})")
-    parser.add_argument("--tf-topic", default=TF_STATIC_TOPIC, help=f"static TF topic (default {TF_STATIC_TOPIC})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `convert` from parsed arguments; prints notes and a summary to stderr."""
-    topics = Topics(args.cloud_topic, args.image_topic, args.camera_info_topic, args.tf_topic)
-    if args.max_frames is not None and args.max_frames < 1:
-        print(f"elite-ros-train convert: error: --max-frames must be >= 1, got {args.max_frames}", file=sys.stderr)
-        return 2
-    try:
-        report = convert(args.src, args.out, topics=topics, storage=args.storage, max_frames=args.max_frames,
-                         progress=not args.quiet, start_time_ns=int(round(args.start_time * 1e9)))
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        print(f"elite-ros-train convert: error: {error}", file=sys.stderr)
-        return 2
-    for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {report.output}: {report.frames} clouds ({report.labelled} labelled), {report.images} images",
-          file=sys.stderr)
-    return 0
