@@ -1,0 +1,52 @@
+"""What the PPMSKD criterion computes: the distillation mode and the weight of every loss term.
+
+Defaults are the official code's composition (docs/reference.md §6, §10 item 5). Per-stage 2D and KD
+weights are divided by the number of *student* stages inside the criterion (0.25 and 0.0125 for four
+stages), also when only the last stage is distilled (`KDMode.KD`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import Enum
+
+MAIN_LOVASZ_WEIGHT = 0.1  # docs/reference.md §6 item 1: student main loss = CE + 0.1 Lovasz
+STAGE_LOVASZ_WEIGHT = 1.0  # docs/reference.md §6 item 2: 3D stage loss = CE + 1.0 Lovasz
+STAGE_3D_WEIGHT = 1.0  # docs/reference.md §6 item 2 / §10 item 5: not divided by the number of stages
+SEG2D_WEIGHT = 1.0  # docs/reference.md §6 item 2: lambda_seg2d, divided by the number of stages (-> 0.25)
+KD_WEIGHT = 0.05  # docs/reference.md §6 item 2: lambda_xm, divided by the number of stages (-> 0.0125)
+MULTI2D_WEIGHT = 1.0  # docs/reference.md §6 item 3: 2D multi-stage classifier loss, weight 1
+
+
+class KDMode(str, Enum):
+    """Which student stages are distilled (docs/reference.md §11, Table II).
+
+    NONE: the student alone, no teacher (row a). KD: the last student stage only (row b), with the same
+    per-stage weights as MSKD. MSKD: every student stage (rows c-l).
+    """
+
+    NONE = "none"
+    KD = "kd"
+    MSKD = "mskd"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the PPMSKD loss terms (docs/reference.md §6)."""
+
+    kd: KDMode = KDMode.MSKD
+    main_lovasz_weight: float = MAIN_LOVASZ_WEIGHT  # student main loss: CE + 0.1 Lovasz
+    stage_lovasz_weight: float = STAGE_LOVASZ_WEIGHT  # 3D stage loss: CE + 1.0 Lovasz
+    stage_3d_weight: float = STAGE_3D_WEIGHT  # per distilled stage, not divided by the number of stages
+    seg2d_weight: float = SEG2D_WEIGHT  # lambda_seg2d; per stage divided by the number of student stages
+    kd_weight: float = KD_WEIGHT  # lambda_xm; per stage divided by the number of student stages
+    multi2d_weight: float = MULTI2D_WEIGHT  # 2D multi-stage classifier
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kd", KDMode(self.kd))
+        for f in fields(self):
+            if f.name == "kd":
+                continue
+            value = float(getattr(self, f.name))
+            if not value >= 0.0 or value == float("inf"):
+                raise ValueError(f"LossConfig.{f.name} must be a finite weight >= 0, got {getattr(self, f.name)}")
+            object.__setattr__(self, f.name, value)
