@@ -14,6 +14,7 @@ with `keep_other_topics`, every other topic copied as is. Written atomically by 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -25,12 +26,11 @@ from typing import Any
 import numpy as np
 
 from elite_ros.bag import TYPESTORE, BagMessage, BagWriter, bag_info, iter_messages
-from elite_ros.cloud import make_cloud
+from elite_ros.cloud import POINTCLOUD2_TYPE, make_cloud
 from elite_ros.evaluate import Evaluation, latency_stats
 from elite_ros.handler import OUTPUTS, SegmentationHandler
 from elite_ros.kitti import KittiFormatError, read_bin, read_label, read_times
 
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 KITTI_TOPIC = "/kitti/velodyne_points"
 KITTI_FRAME = "velodyne"
 KITTI_PERIOD_NS = 100_000_000  # 10 Hz HDL-64E, used when times.txt is absent
@@ -99,7 +99,7 @@ def iter_kitti(folder: str | os.PathLike[str], topic: str = KITTI_TOPIC) -> Iter
     folder = Path(folder)
     files = _kitti_files(folder)
     for (bin_path, label_path), stamp in zip(files, _kitti_times(folder, len(files))):
-        yield BagMessage(topic, CLOUD_TYPE, stamp, kitti_cloud(read_kitti_scan(bin_path, label_path), stamp))
+        yield BagMessage(topic, POINTCLOUD2_TYPE, stamp, kitti_cloud(read_kitti_scan(bin_path, label_path), stamp))
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,12 @@ class Recording:
         if not path.exists():
             raise FileNotFoundError(f"input not found: {path}")
         if is_kitti_folder(path):
-            return cls(path, "kitti", {KITTI_TOPIC: (CLOUD_TYPE, len(_kitti_files(path)))})
+            return cls(path, "kitti", {KITTI_TOPIC: (POINTCLOUD2_TYPE, len(_kitti_files(path)))})
         return cls(path, "bag", bag_info(path))
 
     @property
     def cloud_topics(self) -> list[str]:
-        return [t for t, (msgtype, _) in self.topics.items() if msgtype == CLOUD_TYPE]
+        return [t for t, (msgtype, _) in self.topics.items() if msgtype == POINTCLOUD2_TYPE]
 
     @property
     def is_kitti(self) -> bool:
@@ -132,7 +132,7 @@ class Recording:
         """The cloud topics to segment: `topics` (checked) or every PointCloud2 topic."""
         clouds = self.cloud_topics
         if not clouds:
-            raise ReplayError(f"{self.path}: no {CLOUD_TYPE} topic (topics: {', '.join(self.topics) or 'none'})")
+            raise ReplayError(f"{self.path}: no {POINTCLOUD2_TYPE} topic (topics: {', '.join(self.topics) or 'none'})")
         if not topics:
             return clouds
         chosen = list(dict.fromkeys(topics))
@@ -140,7 +140,7 @@ class Recording:
             if topic not in self.topics:
                 raise ReplayError(f"{self.path}: no topic {topic!r} (PointCloud2 topics: {', '.join(clouds)})")
             if topic not in clouds:
-                raise ReplayError(f"{self.path}: topic {topic!r} is {self.topics[topic][0]}, not {CLOUD_TYPE}")
+                raise ReplayError(f"{self.path}: topic {topic!r} is {self.topics[topic][0]}, not {POINTCLOUD2_TYPE}")
         return chosen
 
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
@@ -255,7 +255,7 @@ def replay(
             summary.latencies_ms.append(result.timings_ms["total"])
             if writer is not None:
                 for name in outputs:
-                    writer.write(output_topic(message.topic, name), CLOUD_TYPE, message.timestamp, result.outputs[name])
+                    writer.write(output_topic(message.topic, name), POINTCLOUD2_TYPE, message.timestamp, result.outputs[name])
             if evaluation is not None:
                 evaluation.add_frame(result.timings_ms, result.num_points)
                 truth = ground_truth(message.msg) if ground_truth is not None else None
@@ -289,16 +289,8 @@ def _refuse_topic_clash(recording: Recording, selected: list[str], written: dict
                     f"(--topic), or drop --keep-other-topics")
 
 
-class _NoWriter:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _maybe_writer(output: Path | None, storage: str) -> Any:
-    return BagWriter(output, storage=storage) if output is not None else _NoWriter()
+def _maybe_writer(output: Path | None, storage: str) -> BagWriter | contextlib.nullcontext[None]:
+    return BagWriter(output, storage=storage) if output is not None else contextlib.nullcontext()
 
 
 def _progress(total: int, enabled: bool, name: str) -> Any:

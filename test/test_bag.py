@@ -21,9 +21,10 @@ from elite_ros.bag import (
     iter_messages,
     to_ros2,
 )
+from elite_ros.cloud import POINTCLOUD2_TYPE
 
 CLOUD_TOPIC = "/luminar_pointcloud"
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+CLOUD_TYPE = POINTCLOUD2_TYPE
 CONTAINERS = ("ros1", "sqlite3", "mcap")
 # The Luminar layout, data/README.md: (name, offset, datatype, count); 7 = FLOAT32, 6 = UINT32, 4 = UINT16
 LUMINAR_FIELDS = [

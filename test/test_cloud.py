@@ -20,6 +20,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from elite_ros import cloud
 from elite_ros.cloud import CloudFormatError
+from elite_ros.cloud.layout import _buffer
 from elite_ros.labels import NUM_CLASSES, packed_rgb, palette_rgb, to_raw_ids
 
 KILTED = get_typestore(Stores.ROS2_KILTED)
@@ -100,7 +101,7 @@ def xyz_cloud(xyz: np.ndarray, *, kind="bytes", is_bigendian=False) -> PlainClou
 
 
 def raw_bytes(msg) -> bytes:
-    return bytes(np.asarray(cloud._buffer(msg.data)))
+    return bytes(np.asarray(_buffer(msg.data)))
 
 
 def reference_decode(msg, intensity_names=cloud.DEFAULT_INTENSITY_FIELDS):

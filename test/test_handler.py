@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from elite_ros.bag import TYPESTORE, iter_messages
-from elite_ros.cloud import decode, make_cloud, read_points
+from elite_ros.cloud import POINTCLOUD2_TYPE, decode, make_cloud, read_points
 from elite_ros.handler import OUTPUTS, SegmentationHandler
 from elite_ros.labels import CLASS_NAMES, packed_rgb, to_raw_ids
 from elite_ros.params import ParameterError, SegmentParams
 from elite_ros.voxel import in_range_mask
 
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+CLOUD_TYPE = POINTCLOUD2_TYPE
 
 
 @pytest.fixture(scope="module")

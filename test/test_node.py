@@ -19,13 +19,13 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
 
 from elite_ros.bag import TYPESTORE, iter_messages  # noqa: E402
-from elite_ros.cloud import read_points  # noqa: E402
+from elite_ros.cloud import POINTCLOUD2_TYPE, read_points  # noqa: E402
 from elite_ros.node import SegmentNode, main  # noqa: E402
 from elite_ros.params import ParameterError  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 TIMEOUT_S = 60.0
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+CLOUD_TYPE = POINTCLOUD2_TYPE
 
 
 @pytest.fixture(scope="module")

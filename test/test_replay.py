@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from elite_ros.bag import bag_info, iter_messages
-from elite_ros.cloud import read_points
+from elite_ros.cloud import POINTCLOUD2_TYPE, read_points
 from elite_ros.evaluate import Evaluation
 from elite_ros.ground_truth import CloudGroundTruth
 from elite_ros.handler import SegmentationHandler
@@ -25,7 +25,7 @@ from elite_ros.replay import (
     replay,
 )
 
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+CLOUD_TYPE = POINTCLOUD2_TYPE
 TOPIC = "/luminar_pointcloud"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from elite_ros.bag import TYPESTORE, BagWriter, detect_format, iter_messages
-from elite_ros.cloud import decode, make_cloud, read_points
+from elite_ros.cloud import POINTCLOUD2_TYPE, decode, make_cloud, read_points
 from elite_ros_training.data.bag_dataset import (
     CAMERA_INFO_TOPIC,
     CLOUD_TOPIC,
@@ -53,7 +53,6 @@ CAMERA_FRAME = "camera_color_left"
 DEFAULT_PERIOD_S = 0.1  # 10 Hz (HDL-64E), used when a folder has no times.txt
 
 _T = TYPESTORE.types
-CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
@@ -176,7 +175,7 @@ def convert_folder(src: str | Path, out: str | Path, *, topics: Topics = Topics(
                              camera_info_message(calib.p2, rgb.shape[1], rgb.shape[0], stamp))
                 writer.write(topics.image, IMAGE_TYPE, stamp, image_message(rgb, stamp))
                 report.images += 1
-            writer.write(topics.cloud, CLOUD_TYPE, stamp, cloud_message(points, labels, stamp))
+            writer.write(topics.cloud, POINTCLOUD2_TYPE, stamp, cloud_message(points, labels, stamp))
             report.frames += 1
             report.labelled += labels is not None
     return report
@@ -251,7 +250,7 @@ def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), 
                     labels = structured[LABEL_FIELD][scan.index].astype(np.uint32)
                     report.labelled += 1
                 points = np.concatenate([scan.xyz, intensity[:, None]], axis=1)
-                writer.write(topics.cloud, CLOUD_TYPE, stamp, cloud_message(points, labels, stamp))
+                writer.write(topics.cloud, POINTCLOUD2_TYPE, stamp, cloud_message(points, labels, stamp))
                 report.frames += 1
                 bar.update()
             elif message.topic == topics.image:

@@ -1,0 +1,89 @@
+"""What the `elite-ros` subcommands that run the network share: the node's parameters and the handler built
+from them, the run's context for reports, and the printed result."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from elite_ros import __version__
+from elite_ros.evaluate import Evaluation
+from elite_ros.handler import SegmentationHandler
+from elite_ros.params import ParameterError, SegmentParams, load_params_file
+from elite_ros.report import KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION
+
+if TYPE_CHECKING:
+    from elite_ros.replay import Recording
+
+UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
+                  "are meaningless; they only show that the pipeline runs end to end.")
+UNTRAINED_FIGURE_NOTE = "UNTRAINED weights: labels meaningless"
+
+
+def add_params_options(parser: argparse.ArgumentParser) -> None:
+    """--params-file, -p NAME=VALUE, --checkpoint, --device: the node's parameters on the command line."""
+    group = parser.add_argument_group("parameters (as the node's; see config/segment.param.yaml)")
+    group.add_argument("--params-file", help="ROS 2 params file (default: the shipped config/segment.param.yaml)")
+    group.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                       help="override one parameter, e.g. -p tta_votes=3 -p 'filtered_classes=[road]' (repeatable)")
+    group.add_argument("--checkpoint", help="student checkpoint .safetensors (default: the bundled, untrained one)")
+    group.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+
+
+def params_from_args(args: argparse.Namespace) -> SegmentParams:
+    """The params file with the command line's overrides applied (ParameterError names a bad one)."""
+    params = load_params_file(args.params_file)
+    overrides: dict[str, Any] = {}
+    for item in args.param or []:
+        if "=" not in item:
+            raise ParameterError(item, "expected NAME=VALUE")
+        name, value = item.split("=", 1)
+        overrides[name.strip()] = yaml.safe_load(value)
+    for name in ("checkpoint", "device"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
+    return params.replace(**overrides) if overrides else params
+
+
+def load_handler(params: SegmentParams) -> SegmentationHandler:
+    """The handler for `params`, with the untrained-weights warning and the precision note on stderr."""
+    handler = SegmentationHandler.from_params(params)
+    if not handler.trained:
+        print(f"warning: {UNTRAINED_NOTE}", file=sys.stderr)
+    hint = handler.precision_hint
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
+    return handler
+
+
+def run_context(recording: Recording, handler: SegmentationHandler, params: SegmentParams) -> dict[str, Any]:
+    """The settings of a run, as shown in its report."""
+    segmenter = handler.segmenter
+    return {
+        "input": str(recording.path), "elite_ros": __version__,
+        "checkpoint": params.checkpoint or "bundled default",
+        "weights": "trained" if handler.trained else "UNTRAINED",
+        "device": str(getattr(segmenter, "device", params.device)),
+        "backend": str(getattr(segmenter, "backend", params.backend)),
+        "precision": params.precision, "tta_votes": params.tta_votes, "max_points": params.max_points,
+        "range_m": f"{params.min_range:g}..{params.max_range:g}",
+    }
+
+
+def attributions(recording: Recording, forced: bool = False) -> list[str]:
+    """KITTI / SemanticKITTI credits when the data are KITTI-derived (a KITTI folder, 'kitti' in the path, or
+    --attribute-kitti for converted bags whose name does not say so)."""
+    return [KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION] if forced or recording.is_kitti else []
+
+
+def print_result(evaluation: Evaluation, report: Path) -> None:
+    """mIoU (or why there is none) and where the report is."""
+    metrics = evaluation.metrics()
+    if metrics["miou"] is not None:
+        print(f"mIoU {metrics['miou'] * 100:.1f} % over {metrics['labelled_frames']} labelled frames (19 classes)")
+    elif evaluation.labelled_frames == 0:
+        print("no ground truth found: latency only")
+    print(f"report: {report / 'report.md'}")
