@@ -35,7 +35,8 @@ ROS = [
     "ros-diagnostic-msgs",
     "ros-rmw-fastrtps-cpp",  # without an RMW implementation `import rclpy` fails
 ]
-TEST = ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6.80"] + TRAIN + ROS
+LINT = ["ruff>=0.6", "mypy>=1.10"]  # configured in pyproject.toml
+TEST = ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6.80"] + LINT + TRAIN + ROS
 
 setup(
     name=PACKAGE,
@@ -45,9 +46,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
     + ["elite_ros_training", "elite_ros_training.commands", "elite_ros_training.data", "elite_ros_training.ppmskd",
-       "elite_ros_training.synthetic"],
+       "elite_ros_training.synthetic", "elite_ros_training.teacher"],
     package_dir={"elite_ros_training": "training"},
-    package_data={"elite_ros": ["assets/*"], "elite_ros_training": ["configs/*.yaml"]},
+    package_data={"elite_ros": ["assets/*", "py.typed"], "elite_ros_training": ["configs/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -29,9 +29,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from elite_ros_training.peft_modes import TuningMode, apply_tuning_mode
-from elite_ros_training.teacher import CROP_HEIGHT, CROP_WIDTH, SamTeacherEncoder, TeacherConfig, load_sam_encoder_weights
+from elite_ros_training.sam_input import CROP_SIZE
+from elite_ros_training.teacher import SamTeacherEncoder, TeacherConfig, load_sam_encoder_weights
 
-TARGET_ACTIVATION_SAVING = 0.60  # issue 6: the cut saves >= 60 % of activation memory
+CROP_WIDTH, CROP_HEIGHT = CROP_SIZE  # pixels
+TARGET_ACTIVATION_SAVING = 0.60  # the token cut must save >= 60 % of activation memory
 TOTAL_STEP = 306_112  # ref §5: AdaLoRA schedule of the default config (only shapes matter here)
 
 

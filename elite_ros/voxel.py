@@ -17,6 +17,7 @@ same code as the car.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,17 +87,26 @@ class VoxelConfig:
         return tuple(e / c for e, c in zip(self.extent, self.cells(scale)))  # type: ignore[return-value]
 
 
-def in_range_mask(xyz: Tensor | np.ndarray, config: VoxelConfig = VoxelConfig()) -> Tensor | np.ndarray:
-    """(N,) bool: points strictly inside the volume on every axis (ref §2 step 1).
+def inside_box(xyz: Tensor | np.ndarray, min_bound: Sequence[float] = MIN_BOUND,
+               max_bound: Sequence[float] = MAX_BOUND) -> Tensor | np.ndarray:
+    """(N,) bool: points strictly inside min_bound < p < max_bound on every axis (ref §2 step 1).
 
-    xyz: (N, 3) metres, torch or numpy (the result has the same kind). NaN and inf are never inside.
+    xyz: (N, >= 3) metres (columns x, y, z first), torch or numpy (the result has the same kind). NaN and
+    inf are never inside.
     """
+    if not isinstance(xyz, Tensor):
+        xyz = np.asarray(xyz)
     mask = None
     for axis in range(3):
         column = xyz[:, axis]
-        inside = (column > config.min_bound[axis]) & (column < config.max_bound[axis])
+        inside = (column > min_bound[axis]) & (column < max_bound[axis])
         mask = inside if mask is None else mask & inside
     return mask
+
+
+def in_range_mask(xyz: Tensor | np.ndarray, config: VoxelConfig = VoxelConfig()) -> Tensor | np.ndarray:
+    """(N,) bool: points strictly inside the grid's volume on every axis (`inside_box` of the config)."""
+    return inside_box(xyz, config.min_bound, config.max_bound)
 
 
 def range_filter(xyz: Tensor | np.ndarray, config: VoxelConfig = VoxelConfig()):

@@ -59,7 +59,6 @@ STUFF_SAME_CLASS_LOGIT = 1.0  # instance 0: +1 on cells with the prompt's class
 THING_SAME_INSTANCE_LOGIT = 16.0  # instance != 0: +16 on cells with the prompt's instance id
 OTHER_CLASS_LOGIT = -16.0  # -16 on cells of any other non-zero class
 #: A prompt sits at the centre of its low-res cell: cell_px * index + (cell_px - 1) / 2 = 4i + 1.5 (ref §9).
-SAM_PATCH_PIXELS = 16  # SAM ViT patch, pixels of the input frame
 SAM_LOW_RES_UPSCALE = 4  # SAM's mask decoder output is 4x the embedding grid (low-res masks 256 = 4 x 64)
 DEFAULT_MODEL_TYPE = "vit_h"  # ref §9: the paper uses SAM ViT-H (sam_vit_h_4b8939.pth)
 

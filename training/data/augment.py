@@ -1,4 +1,5 @@
-"""The reference's augmentations (ELITE_REFERENCE.md §2), one small function per step.
+"""The reference's augmentations (docs/reference.md §2; "ref §N" = docs/reference.md §N), one small function
+per step.
 
 3D: range filter, point dropout, rotation about z, flip, x/y scale, translation (composed into one
 recorded `RigidAugmentation`), and the re-filter to the voxel grid after augmentation (§10 item 9).
@@ -12,29 +13,32 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-VOLUME_MIN = (-50.0, -50.0, -4.0)  # metres, min_volume_space (ref §1/§2)
-VOLUME_MAX = (50.0, 50.0, 2.0)  # metres, max_volume_space (ref §1/§2)
+# Re-exported from their one home each: the volume and its filter are the runtime's voxel grid box (ref §1/§2),
+# the image constants SAM's input (elite_ros_training.sam_input).
+from elite_ros.voxel import MAX_BOUND as VOLUME_MAX
+from elite_ros.voxel import MIN_BOUND as VOLUME_MIN
+from elite_ros.voxel import inside_box as in_volume
+from elite_ros_training.sam_input import CROP_SIZE, SAM_PIXEL_MEAN, SAM_PIXEL_STD, normalize_image
+from elite_ros_training.sam_input import SAM_INPUT_SIZE as TEACHER_INPUT_SIZE
+
 DROPOUT_MAX_RATIO = 0.2  # dropout ratio r ~ U[0, 0.2) (ref §2 step 2)
 SCALE_RANGE = (0.95, 1.05)  # x and y scale factor range, z unscaled (ref §2 step 4)
 TRANSLATION_STD = 0.1  # metres, N(0, 0.1) per axis (ref §2 step 4)
-CROP_SIZE = (1024, 320)  # (width, height) of the bottom crop (ref §1 bottom_crop)
 COLOR_JITTER = (0.4, 0.4, 0.4)  # brightness, contrast, saturation (ref §1 color_jitter)
 FLIP2D_PROBABILITY = 0.5  # horizontal image flip (ref §1 flip2d)
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # on 0..255 RGB, no /255 (ref §1 image_normalizer)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)  # (ref §1 image_normalizer)
-TEACHER_INPUT_SIZE = 1024  # SAM image encoder input side; crops are zero-padded to it (ref §2 step 9)
 
 #: the four flips of ref §2 step 4, as diagonal sign vectors: none, x -> -x, y -> -y, both
 FLIPS = ((1.0, 1.0, 1.0), (-1.0, 1.0, 1.0), (1.0, -1.0, 1.0), (-1.0, -1.0, 1.0))
 
+__all__ = [
+    "COLOR_JITTER", "CROP_SIZE", "DROPOUT_MAX_RATIO", "FLIP2D_PROBABILITY", "FLIPS", "SAM_PIXEL_MEAN",
+    "SAM_PIXEL_STD", "SCALE_RANGE", "TEACHER_INPUT_SIZE", "TRANSLATION_STD", "VOLUME_MAX", "VOLUME_MIN",
+    "AugmentConfig", "bottom_crop_window", "color_jitter", "CropWindow", "dropout_keep_mask", "in_volume",
+    "normalize_image", "remap_after_filter", "RigidAugmentation", "sample_rigid_augmentation",
+]
+
 
 # --------------------------------------------------------------------------------------------- 3D
-def in_volume(xyz: np.ndarray, low=VOLUME_MIN, high=VOLUME_MAX) -> np.ndarray:
-    """(N,) bool: points strictly inside the box low < p < high per axis (the reference's filter)."""
-    xyz = np.asarray(xyz)[:, :3]
-    return np.all((xyz > np.asarray(low)) & (xyz < np.asarray(high)), axis=1)
-
-
 def dropout_keep_mask(rng: np.random.Generator, num_points: int, max_ratio: float = DROPOUT_MAX_RATIO) -> np.ndarray:
     """(N,) bool keep-mask: a ratio r ~ U[0, max_ratio) is drawn, then each point is dropped with prob. r.
 
@@ -132,7 +136,8 @@ class CropWindow:
     def contains(self, pixels: np.ndarray) -> np.ndarray:
         """(M,) bool: which (row, col) pixels (M, 2) lie in the window."""
         rows, cols = pixels[:, 0], pixels[:, 1]
-        return (rows >= self.top) & (rows < self.top + self.height) & (cols >= self.left) & (cols < self.left + self.width)
+        return ((rows >= self.top) & (rows < self.top + self.height)
+                & (cols >= self.left) & (cols < self.left + self.width))
 
     def to_window(self, pixels: np.ndarray) -> np.ndarray:
         """Full-image (row, col) (M, 2) -> window coordinates, mirrored when `flipped`."""
@@ -174,9 +179,3 @@ def color_jitter(image: torch.Tensor, seed: int, strength: tuple[float, float, f
         torch.manual_seed(seed)
         return ColorJitter(*strength)(image)
 
-
-def normalize_image(image: torch.Tensor, mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD) -> torch.Tensor:
-    """(3, H, W) uint8 RGB -> float32 (value - mean) / std on the 0..255 scale (SAM's normalisation)."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (image.float() - mean_t) / std_t

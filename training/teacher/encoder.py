@@ -1,6 +1,7 @@
-"""The ELiTe image teacher: SAM's ViT image encoder with split q/k/v, no neck, the token cut and stage taps.
+"""The ELiTe image teacher's encoder: SAM's ViT image encoder with split q/k/v, no neck, the token cut and
+stage taps ("ref §N" = docs/reference.md §N).
 
-What differs from `segment_anything.modeling.ImageEncoderViT` (ELITE_REFERENCE.md §4):
+What differs from `segment_anything.modeling.ImageEncoderViT` (ref §4):
 
 * the fused ``attn.qkv`` Linear is replaced by three Linear modules ``q_proj``, ``k_proj``, ``v_proj``
   so that LoRA/AdaLoRA can put one adapter on each (ref §5); SAM's relative-position helper
@@ -15,38 +16,23 @@ What differs from `segment_anything.modeling.ImageEncoderViT` (ELITE_REFERENCE.m
   central 39 trained entries instead (a conscious alternative, not the paper's);
 * forward returns the token maps after the tap blocks (the global-attention blocks 2, 5, 8, 11 for ViT-B)
   as (B, C, h, w) maps cropped to the tokens that cover the image, whether the cut is on or not.
-
-Weights: `load_sam_encoder_weights` maps every ``image_encoder.*`` key of a SAM checkpoint
-(``sam_vit_b_01ec64.pth``), chunks each ``qkv`` weight/bias into q/k/v (order q, k, v) and raises one
-error listing every missing or unused key (the official code loads with ``strict=False`` and silently
-leaves q/k/v random: ref §10 item 1).
 """
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, ImageEncoderViT, add_decomposed_rel_pos
 from torch import nn
 
-#: SAM's pixel normalisation on 0..255 RGB (no /255), used by ELiTe's `image_normalizer` (ref §1).
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # ref §1 image_normalizer
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)  # ref §1 image_normalizer
-#: The ELiTe image crop (width, height) in pixels: "bottom_crop [1024, 320]" (ref §2 step 6).
-CROP_WIDTH = 1024  # ref §2
-CROP_HEIGHT = 320  # ref §2
+from elite_ros_training.sam_input import SAM_INPUT_SIZE
+
 #: SAM's LayerNorm epsilon (build_sam: partial(nn.LayerNorm, eps=1e-6); ELiTe arch_elite the same).
 LAYER_NORM_EPS = 1e-6  # ref §4
-#: SAM's checkpoint prefix of the image encoder and the neck we deliberately drop.
-ENCODER_PREFIX = "image_encoder."
-NECK_PREFIX = "neck."
 
 RelPosCut = Literal["interpolate", "slice"]
 
@@ -59,7 +45,7 @@ class TeacherConfig:
     geometries (from `segment_anything.build_sam`).
     """
 
-    img_size: int = 1024  # SAM pre-training input side, pixels (abs pos-embed is img_size/patch square)
+    img_size: int = SAM_INPUT_SIZE  # SAM pre-training input side, pixels (abs pos-embed is img_size/patch square)
     patch_size: int = 16
     in_chans: int = 3
     embed_dim: int = 768
@@ -98,16 +84,16 @@ class TeacherConfig:
         return self.img_size // self.patch_size
 
     @classmethod
-    def vit_b(cls, **overrides) -> TeacherConfig:
+    def vit_b(cls, **overrides: Any) -> TeacherConfig:
         return cls(**overrides)
 
     @classmethod
-    def vit_l(cls, **overrides) -> TeacherConfig:
+    def vit_l(cls, **overrides: Any) -> TeacherConfig:
         geometry = dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23))
         return cls(**{**geometry, **overrides})
 
     @classmethod
-    def vit_h(cls, **overrides) -> TeacherConfig:
+    def vit_h(cls, **overrides: Any) -> TeacherConfig:
         geometry = dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31))
         return cls(**{**geometry, **overrides})
 
@@ -223,177 +209,3 @@ class SamTeacherEncoder(ImageEncoderViT):
             if index in tap_set:
                 taps.append(x[:, :rows, :cols].permute(0, 3, 1, 2))
         return taps
-
-
-def normalize_image(rgb: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB on 0..255 -> SAM-normalised float32 ((x - mean) / std, ref §2 step 9)."""
-    mean = torch.tensor(SAM_PIXEL_MEAN, dtype=torch.float32, device=rgb.device).view(1, 3, 1, 1)
-    std = torch.tensor(SAM_PIXEL_STD, dtype=torch.float32, device=rgb.device).view(1, 3, 1, 1)
-    return (rgb.float() - mean) / std
-
-
-# ----------------------------------------------------------------------------------------------------
-# SAM checkpoint loading
-
-
-class CheckpointMismatchError(ValueError):
-    """A SAM checkpoint does not map one-to-one onto the teacher encoder."""
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What `load_sam_encoder_weights` did with each checkpoint key."""
-
-    loaded: tuple[str, ...]  # encoder parameter names that received a value (q/k/v_proj included)
-    dropped_neck: tuple[str, ...]  # image_encoder.neck.* keys, deliberately unused (ref §4)
-    other_modules: tuple[str, ...] = field(default=())  # prompt_encoder.*, mask_decoder.*: not ours
-
-
-_QKV_KEY = re.compile(r"(?P<attn>blocks\.\d+\.attn)\.qkv\.(?P<kind>weight|bias)")
-
-
-def _read_state_dict(checkpoint: str | Path | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-    if isinstance(checkpoint, Mapping):
-        return checkpoint
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
-def map_sam_encoder_keys(state: Mapping[str, torch.Tensor], prefix: str = ENCODER_PREFIX
-                         ) -> tuple[dict[str, tuple[str, torch.Tensor]], list[str], list[str]]:
-    """SAM checkpoint keys -> teacher parameter names.
-
-    Returns (mapping name -> (source key, tensor), neck keys, keys outside `prefix`). Each fused
-    ``blocks.i.attn.qkv.{weight,bias}`` becomes three entries ``q_proj/k_proj/v_proj`` (chunks 0/1/2
-    along dim 0, SAM's q, k, v order).
-    """
-    mapped: dict[str, tuple[str, torch.Tensor]] = {}
-    neck, other = [], []
-    for key, value in state.items():
-        if not key.startswith(prefix):
-            other.append(key)
-            continue
-        name = key[len(prefix):]
-        if name.startswith(NECK_PREFIX):
-            neck.append(key)
-            continue
-        match = _QKV_KEY.fullmatch(name)
-        if match:
-            if value.shape[0] % 3:
-                raise CheckpointMismatchError(f"{key}: fused qkv of shape {tuple(value.shape)} does not split in 3")
-            for proj, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
-                mapped[f"{match['attn']}.{proj}.{match['kind']}"] = (key, part)
-            continue
-        mapped[name] = (key, value)
-    return mapped, neck, other
-
-
-def load_sam_encoder_weights(encoder: SamTeacherEncoder, checkpoint: str | Path | Mapping[str, torch.Tensor],
-                             prefix: str = ENCODER_PREFIX) -> LoadReport:
-    """Load a SAM checkpoint (path to e.g. ``sam_vit_b_01ec64.pth``, or a state dict) into `encoder`.
-
-    Every ``image_encoder.*`` key must land on a parameter and every parameter must receive a value;
-    otherwise one `CheckpointMismatchError` lists all missing and unused keys. A wrong shape raises an
-    error naming the key. Neck keys are dropped on purpose; keys of SAM's prompt encoder / mask decoder
-    are ignored. Load before wrapping the encoder with a PEFT mode (names change after wrapping).
-    """
-    state = _read_state_dict(checkpoint)
-    mapped, neck, other = map_sam_encoder_keys(state, prefix)
-    if not mapped and not neck:
-        raise CheckpointMismatchError(f"no '{prefix}*' keys in the checkpoint (keys start with "
-                                      f"{sorted({k.split('.')[0] for k in state})[:5]}): not a SAM checkpoint?")
-    target = encoder.state_dict()
-    unused = sorted(source for name, (source, _) in mapped.items() if name not in target)
-    missing = sorted(name for name in target if name not in mapped)
-    if missing or unused:
-        lines = []
-        if missing:
-            lines.append(f"{len(missing)} encoder parameter(s) missing from the checkpoint: {missing}")
-        if unused:
-            lines.append(f"{len(unused)} checkpoint key(s) with no encoder parameter: {unused}")
-        raise CheckpointMismatchError("SAM checkpoint does not match the teacher encoder:\n  " + "\n  ".join(lines))
-    for name, (source, value) in mapped.items():
-        if tuple(value.shape) != tuple(target[name].shape):
-            raise CheckpointMismatchError(f"{source}: shape {tuple(value.shape)} in the checkpoint, "
-                                          f"{tuple(target[name].shape)} expected for {name}")
-    encoder.load_state_dict({name: value for name, (_, value) in mapped.items()}, strict=True)
-    return LoadReport(loaded=tuple(sorted(mapped)), dropped_neck=tuple(neck), other_modules=tuple(other))
-
-
-# ----------------------------------------------------------------------------------------------------
-# The whole teacher: tuned encoder + one patch decoder per stage
-
-
-#: ViT stage k is paired with student stage k (shallow-to-shallow): block 2 -> scale 2, 5 -> 4, 8 -> 8,
-#: 11 -> 16 (`img_scale{2^((i+1)/3)}` in the official code, ref §4).
-STUDENT_STAGE_SCALES = (2, 4, 8, 16)  # ref §4
-
-
-class ImageTeacher(nn.Module):
-    """SAM encoder (tuned by a PEFT mode) + patch decoders: images -> per-stage pixel or point features.
-
-    forward(images (B, 3, H, W) SAM-normalised, pixels=None, valid_hw=None):
-      * pixels None: list over stages of dense maps (B, C, H, W) (for SAM-PLG pseudo-label losses);
-      * pixels = per sample (N_b, 2) int64 (row, col): list over stages of (sum N_b, C) point features.
-    The decoders are outside the PEFT wrapper and always trainable (ref §5).
-    """
-
-    def __init__(self, encoder: nn.Module, decoders: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.decoders = decoders
-        for param in self.decoders.parameters():
-            param.requires_grad_(True)
-
-    @property
-    def out_channels(self) -> int:
-        return self.decoders.out_channels
-
-    def forward(self, images: torch.Tensor, pixels=None, valid_hw: tuple[int, int] | None = None) -> list[torch.Tensor]:
-        from elite_ros_training.patch_decoders import gather_pixels
-
-        out_hw = valid_hw if valid_hw is not None else tuple(images.shape[-2:])
-        maps = self.decoders(self.encoder(images, valid_hw=valid_hw), out_hw)
-        if pixels is None:
-            return maps
-        return [gather_pixels(stage, pixels) for stage in maps]
-
-    def update_and_allocate(self, global_step: int) -> None:
-        """AdaLoRA rank allocation (after backward, before zero_grad); no-op for other modes."""
-        from elite_ros_training.peft_modes import update_and_allocate
-
-        update_and_allocate(self.encoder, global_step)
-
-    def regularization_loss(self) -> torch.Tensor:
-        """0.1 x AdaLoRA orthogonal regulariser (0 for other modes): add it to the training loss."""
-        from elite_ros_training.peft_modes import orthogonal_regularization_loss
-
-        return orthogonal_regularization_loss(self.encoder)
-
-
-def build_teacher(config: TeacherConfig | None = None, *, mode: str = "adalora", decoder: str = "upscale_interpolate",
-                  checkpoint: str | Path | Mapping[str, torch.Tensor] | None = None, total_step: int | None = None,
-                  pooled_channels: int | None = None) -> ImageTeacher:
-    """The ELiTe teacher (defaults: ViT-B, token cut, AdaLoRA, upscaling decoders, ref §4/§5).
-
-    `checkpoint` (a SAM .pth or state dict) is loaded strictly before the PEFT mode is applied; without
-    it the encoder keeps random weights (tests, benchmarks). AdaLoRA needs `total_step`.
-    """
-    from elite_ros_training.patch_decoders import POOLED_CHANNELS, PatchDecoders
-    from elite_ros_training.peft_modes import apply_tuning_mode
-
-    config = config or TeacherConfig()
-    encoder = SamTeacherEncoder(config)
-    if checkpoint is not None:
-        load_sam_encoder_weights(encoder, checkpoint)
-    tuned = apply_tuning_mode(encoder, mode, total_step=total_step)
-    decoders = PatchDecoders(decoder, config.embed_dim, len(config.taps), patch_size=config.patch_size,
-                             out_channels=pooled_channels or POOLED_CHANNELS)
-    return ImageTeacher(tuned, decoders)
