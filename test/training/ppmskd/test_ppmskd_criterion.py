@@ -10,6 +10,7 @@ from elite_ros.voxel import voxelise
 from elite_ros_training.data.collate import Batch
 from elite_ros_training.patch_decoders import gather_pixels
 from elite_ros_training.ppmskd import PPMSKD, KDMode, LossConfig, LossTerms, lovasz_softmax, voxel_majority_labels
+from elite_ros_training.teacher import TeacherConfig, build_teacher
 
 NUM_CLASSES = 20
 STUDENT_CHANNELS = 8
@@ -18,8 +19,10 @@ HEIGHT, WIDTH = 6, 10
 VOXELS_PER_STAGE = (60, 30, 12, 5)
 
 
-def make_batch(points_per_sample=(70, 50), projected=(30, 20), seed=0, pseudo=False, labelled=True) -> Batch:
-    """A two-sample batch of random points, labels and projected pixels (teacher crop HEIGHT x WIDTH)."""
+def make_batch(points_per_sample=(70, 50), projected=(30, 20), seed=0, pseudo=False, labelled=True,
+               crop=(HEIGHT, WIDTH)) -> Batch:
+    """A batch of random points, labels and projected pixels (teacher crop `crop` = (height, width))."""
+    height, width = crop
     generator = torch.Generator().manual_seed(seed)
     counts = torch.tensor(points_per_sample)
     total = int(counts.sum())
@@ -28,18 +31,18 @@ def make_batch(points_per_sample=(70, 50), projected=(30, 20), seed=0, pseudo=Fa
         labels.zero_()
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)])
     point_to_pixel = [torch.randperm(int(n), generator=generator)[:k] for n, k in zip(counts, projected, strict=True)]
-    pixels = [torch.stack([torch.randint(0, HEIGHT, (k,), generator=generator),
-                           torch.randint(0, WIDTH, (k,), generator=generator)], 1) for k in projected]
+    pixels = [torch.stack([torch.randint(0, height, (k,), generator=generator),
+                           torch.randint(0, width, (k,), generator=generator)], 1) for k in projected]
     pixel_labels = torch.cat([labels[offsets[b]:offsets[b + 1]][idx] for b, idx in enumerate(point_to_pixel)])
     pseudo_labels = None
     if pseudo:
-        pseudo_labels = torch.randint(0, NUM_CLASSES, (len(counts), HEIGHT, WIDTH), generator=generator)
+        pseudo_labels = torch.randint(0, NUM_CLASSES, (len(counts), height, width), generator=generator)
         if not labelled:
             pseudo_labels.zero_()
     return Batch(points=torch.randn(total, 4, generator=generator),
                  batch_index=torch.repeat_interleave(torch.arange(len(counts)), counts),
                  labels=labels, ref_index=torch.arange(total), point_offsets=offsets, images=None,
-                 image_size=(HEIGHT, WIDTH), pixels=pixels, point_to_pixel=point_to_pixel,
+                 image_size=(height, width), pixels=pixels, point_to_pixel=point_to_pixel,
                  pixel_labels=pixel_labels, pseudo_labels=pseudo_labels,
                  frame_ids=[f"{b:06d}" for b in range(len(counts))], num_scan_points=counts.clone())
 
@@ -322,20 +325,29 @@ def test_voxel_of_ignored_points_takes_no_part():
     assert torch.equal(grad[0], torch.zeros(STUDENT_CHANNELS)) and grad[1:].abs().sum() > 0
 
 
-# ------------------------------------------------------------------------------------------ with the real student
-def test_with_a_tiny_student():
-    batch = make_batch(points_per_sample=(150, 100), projected=(60, 40), seed=13)
+# ------------------------------------------------------------------------------------------ real student + teacher
+@pytest.mark.parametrize("kd", [KDMode.MSKD, KDMode.KD])
+@pytest.mark.parametrize("pseudo", [False, True])
+def test_with_a_tiny_student_and_teacher(kd, pseudo):
+    """Every trainable parameter of student, teacher and heads gets a gradient (DDP without unused ones)."""
+    crop = (16, 32)
+    batch = make_batch(points_per_sample=(150, 100), projected=(60, 40), seed=13, pseudo=pseudo, crop=crop)
     generator = torch.Generator().manual_seed(13)
     batch.points = torch.cat([torch.rand(250, 3, generator=generator) * torch.tensor([20.0, 20.0, 3.0])
                               - torch.tensor([10.0, 10.0, 2.0]), torch.rand(250, 1, generator=generator)], 1)
+    batch.images = torch.randn(2, 3, 64, 64, generator=generator)
     torch.manual_seed(0)
-    model = Student(StudentConfig(hidden_channels=STUDENT_CHANNELS, decoder_channels=8), sparse_backend="native")
+    student = Student(StudentConfig(hidden_channels=STUDENT_CHANNELS, decoder_channels=8), sparse_backend="native")
+    teacher = build_teacher(TeacherConfig(img_size=64, embed_dim=32, depth=4, num_heads=2, window_size=2,
+                                          global_attn_indexes=(0, 1, 2, 3)), mode="full")
+    criterion = PPMSKD(LossConfig(kd=kd), torch.ones(NUM_CLASSES), student_channels=STUDENT_CHANNELS,
+                       teacher_channels=teacher.out_channels, num_stages=4)
     voxels = voxelise(batch.points[:, :3], batch.batch_index, batch.batch_size)
-    output = model(StudentInput(points=batch.points, voxels=voxels))
-    maps = make_maps(batch)
-    criterion = make_criterion()
+    output = student(StudentInput(points=batch.points, voxels=voxels))
+    maps = teacher(batch.images, valid_hw=batch.image_size)
     result = criterion(output, batch, maps)
     assert torch.isfinite(result.total)
     result.total.backward()
-    assert all(p.grad is not None for p in model.parameters())
-    assert all(p.grad is not None for p in criterion.parameters())
+    for module in (student, teacher, criterion):
+        missing = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, missing
