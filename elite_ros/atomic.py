@@ -1,7 +1,8 @@
 """Atomic outputs: write into a temporary sibling, rename onto the final name only when complete.
 
 A crash or an exception never leaves a half-written file or folder under the final name, and the
-temporary sibling is removed. Siblings keep the final rename on one file system.
+temporary sibling is removed. Siblings keep the final rename on one file system. Every writer of the
+package uses these two helpers: checkpoints, pseudo-label maps, reports, synthetic sequences, bags.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+PARTIAL_MARK = ".partial-"  # in the name of a folder being written: ".<name>.partial-XXXXXXXX"
 
 
 @contextmanager
@@ -30,30 +33,32 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary sibling folder to fill; on a clean exit it becomes `path`.
+def atomic_dir(path: str | Path, *, replace: bool = False, take_empty: bool = True,
+               create: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder to fill, ``<parent>/.<name>.partial-XXXXXXXX/<name>``; on a clean exit it
+    becomes `path`. The yielded folder has the final name, for writers that name files after their folder.
 
-    `path` may be absent or an empty folder. An existing non-empty `path` raises FileExistsError naming
-    it, unless `replace`: then the old folder is moved aside, the new one moved in, and the old deleted.
-    On error the temporary folder is removed and `path` is untouched.
+    `path` may be absent, or (with `take_empty`) an empty folder. Anything else there raises
+    FileExistsError naming it, unless `replace`: then the old one is moved aside, the new one moved in, and
+    the old deleted. `create`: False leaves the yielded folder for the caller to create (for writers that
+    refuse an existing folder). On error the temporary folder is removed and `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}{PARTIAL_MARK}", dir=path.parent))
+    temp = partial / path.name
     try:
+        if create:
+            temp.mkdir()
         yield temp
-        if path.exists() and not replace:
-            if not path.is_dir() or any(path.iterdir()):
-                raise FileExistsError(f"refusing to overwrite {path}: it exists and is not an empty folder")
-            path.rmdir()
-        if path.exists():  # replace: move the old one aside, swap, then delete it
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(temp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, path)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        if path.exists() or path.is_symlink():
+            if replace:
+                os.replace(path, partial / ".old")  # deleted with the partial folder below
+            elif take_empty and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+            else:
+                raise FileExistsError(f"refusing to overwrite {path}: it exists"
+                                      + (" and is not an empty folder" if take_empty else ""))
+        os.replace(temp, path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

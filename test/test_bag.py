@@ -275,10 +275,10 @@ def test_to_ros2_keeps_kilted_messages_and_shares_point_data(clouds) -> None:
 
 
 def test_ros1_cloud_conversion_does_not_copy_point_data(luminar_bags: dict[str, Path]) -> None:
-    from elite_ros import bag as bag_module
+    from elite_ros.bag.reading import _OpenBag
 
     noetic = get_typestore(Stores.ROS1_NOETIC)
-    with bag_module._OpenBag(luminar_bags["ros1"]) as bag:
+    with _OpenBag(luminar_bags["ros1"]) as bag:
         connection = next(c for c in bag.reader.connections if c.topic == CLOUD_TOPIC)
         _, _, raw = next(bag.reader.messages([connection]))
     ros1_cloud = noetic.deserialize_ros1(raw, CLOUD_TYPE)
