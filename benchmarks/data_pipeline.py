@@ -14,6 +14,8 @@ Timings are wall clock. On a shared CPU they are pessimistic (see `cpu_load_1min
 (SAM ViT-B) step, not measured here, adds several times the student's cost per sample.
 
     .venv/bin/python benchmarks/data_pipeline.py --frames 4 --workers 2
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ Prints JSON. Voxelisation as the runtime does it: 0.1 m cells over x, y in [-50,
 median and minimum over ``--repeats`` runs after one warm-up run. On a shared CPU they are pessimistic.
 
     .venv/bin/python benchmarks/sparse_conv.py --threads 2
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ELITE_ROS_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_SCAN = DATA / "kitti_odometry" / "seq00" / "000000.bin"
 DEFAULT_DROP = 0.005  # fraction of points each run's scan lacks (see scan_variants)
-OFFICIAL_SECONDS_PER_SCAN = (2.5, 2.9)  # ELITE_REFERENCE.md §12: official student, 2 CPU threads, this machine
+OFFICIAL_SECONDS_PER_SCAN = (2.5, 2.9)  # docs/reference.md §12: official student, 2 CPU threads, this machine
 
 
 class PeakRss:

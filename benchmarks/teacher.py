@@ -13,6 +13,8 @@ the four stage taps). Prints one JSON object:
 
 The CPU of the development machine is shared, so CPU times are pessimistic; repeats default to 1 on
 CPU. Usage: ``python benchmarks/teacher.py [--devices cpu cuda] [--repeats N] [--mode adalora]``.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

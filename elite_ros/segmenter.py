@@ -5,7 +5,7 @@
 in the message; `cloud.scan_from_arrays` makes one from plain arrays) and returns one class id and
 probability for EVERY message point:
 
-- points outside the volume (strict, ELITE_REFERENCE.md §2), non-finite points and points the decoder
+- points outside the volume (strict, docs/reference.md §2), non-finite points and points the decoder
   dropped get class 0 (unlabelled) and probability 0;
 - a missing intensity channel is read as zeros (the network still runs; accuracy drops for models trained
   with intensity); intensities are multiplied by `intensity_scale` (checkpoint metadata by default, e.g.
@@ -16,8 +16,10 @@ probability for EVERY message point:
   logits of the sampled points of its 0.1 m voxel, else of its voxel at the next coarser scale (0.2, 0.4,
   0.8, 1.6, ... m, doubling until one cell spans the volume), i.e. of its nearest sampled points by voxel;
 - with `tta_votes` > 1, every vote is the scan rotated about z by U[0, 360) degrees and shifted by
-  N(0, 0.1) m per axis (ELITE_REFERENCE.md §8, seeded, so the same scan always gives the same answer);
+  N(0, 0.1) m per axis (docs/reference.md §8, seeded, so the same scan always gives the same answer);
   logits are summed over the votes, the probability is the softmax of their mean.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The ELiTe student: the 2DPASS "SPVCNN-lite" point-voxel network, 1,933,460 parameters (ref §3).
 
-Layout (ELITE_REFERENCE.md §3):
+Layout (docs/reference.md §3):
 - input MLP: per point [x, y, z, i] ++ (xyz - mean xyz of its 0.1 m voxel) ++ (xyz - voxel lower corner)
   -> Linear(10, 64) -> ReLU -> Linear(64, 64) -> mean over the 0.1 m voxel;
 - four SPV blocks at scales 2, 4, 8, 16 (input resolutions 1, 2, 4, 8), all 64 channels, each
@@ -24,6 +24,8 @@ In inference (eval mode, autograd off, on a backend that `fuses_inference`) each
 BatchNorms into the conv weights (`sparse.fold_batch_norm`) and sums the 1x1x1 shortcut at conv2's centre
 offset: two fused convolutions (`SparseBackend.fused_conv`) and two in-place LeakyReLUs.
 Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (see voxel.py).
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -1,18 +1,20 @@
 """Range filter and multi-scale voxelisation of LiDAR points (shared by the runtime and training).
 
-The grid follows the ELiTe / 2DPASS student (ELITE_REFERENCE.md §2): 0.1 m cubes over x, y in
+The grid follows the ELiTe / 2DPASS student (docs/reference.md §2): 0.1 m cubes over x, y in
 [-50, 50] m and z in [-4, 2] m (1000 x 1000 x 60 cells), and coarser grids at scales 2, 4, 8, 16 with
 ``ceil(cells / scale)`` cells per axis (500/250/125/63 in x and y, 30/15/8/4 in z). A point's cell at a
 scale is ``floor(cells * (p - min) / (max - min))``, clipped into the grid (the official code does not
-clip, so augmented points could get negative indices: ELITE_REFERENCE.md §10 item 9).
+clip, so augmented points could get negative indices: docs/reference.md §10 item 9).
 
 Voxels are found by one stable sort of a linearised int64 key per point, which gives the same voxels
-as ``unique(dim=0)`` on coordinate rows (~30x slower, ELITE_REFERENCE.md §12) plus the point order that
+as ``unique(dim=0)`` on coordinate rows (~30x slower, docs/reference.md §12) plus the point order that
 makes every per-voxel mean one fused ``embedding_bag`` (several times faster than ``index_add_`` on the
 CPU). Voxels come out sorted by (batch, z, y, x), which is also the order spconv likes.
 
 Everything is plain torch and differentiable where it matters (the scatter means), so training uses the
 same code as the car.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reference's augmentation steps, one by one (ELITE_REFERENCE.md §2)."""
+"""The reference's augmentation steps, one by one (docs/reference.md §2)."""
 from __future__ import annotations
 
 import numpy as np

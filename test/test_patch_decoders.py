@@ -1,4 +1,7 @@
-"""Patch decoders (pool / neck + repeat, upscaling + interpolate) and pixel -> point gathering."""
+"""Patch decoders (pool / neck + repeat, upscaling + interpolate) and pixel -> point gathering.
+
+"ref §N" = docs/reference.md §N.
+"""
 from __future__ import annotations
 
 import pytest

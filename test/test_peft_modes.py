@@ -1,4 +1,7 @@
-"""The four teacher tuning modes through peft: parameter counts, AdaLoRA schedule, orthogonal regulariser."""
+"""The four teacher tuning modes through peft: parameter counts, AdaLoRA schedule, orthogonal regulariser.
+
+"ref §N" = docs/reference.md §N.
+"""
 from __future__ import annotations
 
 from types import SimpleNamespace

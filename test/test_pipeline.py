@@ -4,6 +4,8 @@ The known-answer frame is the real KITTI object frame (scan, calibration, image 
 image are painted from a class map defined per pixel: a point projecting to pixel p gets the class of p.
 After dropout, 3D augmentation, re-filtering, crop, jitter and flip, every projected point must still sit
 on a pixel of its own class.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

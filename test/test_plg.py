@@ -1,4 +1,7 @@
-"""SAM-PLG: prompt building, painting on hand-made masks, and an end-to-end run with a tiny random SAM."""
+"""SAM-PLG: prompt building, painting on hand-made masks, and an end-to-end run with a tiny random SAM.
+
+"ref §N" = docs/reference.md §N.
+"""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,7 @@
-"""The student network (elite_ros/student.py): exact size, exact function, typed stage outputs, backends."""
+"""The student network (elite_ros/student.py): exact size, exact function, typed stage outputs, backends.
+
+"ref §N" = docs/reference.md §N.
+"""
 from __future__ import annotations
 
 import math
@@ -40,7 +43,7 @@ def _mean(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def _official_forward(model: Student, points: torch.Tensor, batch: torch.Tensor, batch_size: int,
                       backend: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """ELITE_REFERENCE.md §2-§3 transcribed literally: unique(dim=0) voxels, every MLP per point.
+    """docs/reference.md §2-§3 transcribed literally: unique(dim=0) voxels, every MLP per point.
 
     Returns (logits (Np, 20), per-stage voxel-branch features gathered to points).
     """

@@ -1,4 +1,7 @@
-"""The SAM ViT teacher encoder: q/k/v split, no neck, token cut, stage taps, SAM checkpoint loading."""
+"""The SAM ViT teacher encoder: q/k/v split, no neck, token cut, stage taps, SAM checkpoint loading.
+
+"ref §N" = docs/reference.md §N.
+"""
 from __future__ import annotations
 
 from functools import partial

@@ -1,4 +1,7 @@
-"""Range filter and multi-scale voxelisation (elite_ros/voxel.py) against literal references."""
+"""Range filter and multi-scale voxelisation (elite_ros/voxel.py) against literal references.
+
+"ref §N" = docs/reference.md §N.
+"""
 from __future__ import annotations
 
 import math

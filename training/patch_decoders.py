@@ -22,6 +22,8 @@ Geometry rule shared by all decoders: the map is brought to the token-covered ar
 then cropped to the image (H, W) (`[:H, :W]`, as the official code does after repeating). For ELiTe's
 320 x 1024 crop both are the same; for a crop height that is not a multiple of 16 this keeps pixels
 aligned with their patches instead of stretching the map.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -22,6 +22,8 @@ peft pitfalls on a non-transformers module (ref §5, §12), handled here:
   ``zero_grad()`` (it reads ``.grad``); peft's own recommendation is after ``optimizer.step()``.
 * the orthogonal regulariser is NOT added by peft for a custom module (it only adds it when the output
   has a ``.loss``); `orthogonal_regularization_loss` computes it with peft's formula for the training loss.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

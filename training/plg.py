@@ -24,6 +24,8 @@ Frames whose file exists are skipped, so an interrupted run resumes.
 Fixed w.r.t. the official code (ref §10 item 12): instance ids are kept at full width (the official
 canvas is uint8, which truncates ids > 255 and merges instances); the 65535 "unknown" sentinel is
 replaced by an explicit mask, so an instance id of 65535 is not lost either.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

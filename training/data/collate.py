@@ -3,6 +3,8 @@
 Unlike the reference's `collate_fn_default` (ref §2), per-sample metadata is kept for every sample,
 not only the first, and the images are zero-padded to the teacher's square input here (bottom/right,
 ref §2 step 9), so workers hand over one tensor per batch.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

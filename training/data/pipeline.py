@@ -1,10 +1,12 @@
-"""Per-sample processing of ELITE_REFERENCE.md §2: a `Frame` in, a typed `Sample` out.
+"""Per-sample processing of docs/reference.md §2: a `Frame` in, a typed `Sample` out.
 
 Order (training): range filter -> point dropout -> projection on the un-augmented coordinates ->
 3D augmentation -> re-filter to the voxel grid (§10 item 9; image indices remapped) -> bottom crop ->
 colour jitter -> horizontal flip -> SAM normalisation; pseudo labels get the same crop and flip.
 Validation: no dropout, no 3D augmentation, a centred crop, no jitter, no flip.
 Zero-padding to the teacher's 1024x1024 input happens in `collate` (smaller transfers from workers).
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """LiDAR -> camera projection (KITTI conventions), shared by the datasets, SAM-PLG and the synthetic world.
 
-The reference (ELITE_REFERENCE.md §2 step 3) keeps points with x > 0 in the LiDAR frame, projects
+The reference (docs/reference.md §2 step 3) keeps points with x > 0 in the LiDAR frame, projects
 (x, y, z, 1) with P2 · [R0_rect ·] Tr, divides by depth and keeps 0 < u < W and 0 < v < H (strict);
 pixel coordinates are truncated to int64 and returned as (row, col).
 """

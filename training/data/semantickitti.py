@@ -13,6 +13,8 @@ Two layouts are read:
 Formats (KITTI devkit / SemanticKITTI API): `.bin` float32 (N, 4) x, y, z, intensity; `.label` uint32 (N,)
 semantic | instance << 16; calibration lines ``KEY: v0 v1 ...`` row-major; `poses.txt` 12 numbers per line
 (3x4 camera pose); `times.txt` one time in seconds per line.
+
+"ref §N" = docs/reference.md §N.
 """
 from __future__ import annotations
 
