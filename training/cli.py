@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros_training.commands.synth",  # synth
     "elite_ros_training.commands.plg",  # plg
     "elite_ros_training.commands.convert",  # convert
+    "elite_ros_training.commands.import_official",  # import-official
 )
 
 
