@@ -259,7 +259,7 @@ def replay(
             if evaluation is not None:
                 evaluation.add_frame(result.timings_ms, result.num_points)
                 truth = ground_truth(message.msg) if ground_truth is not None else None
-                if truth is not None:
+                if truth is not None and result.class_id is not None:
                     evaluation.add_labels(truth, result.class_id)
     summary.wall_s = time.perf_counter() - start
     summary.rejected = counters.rejected - rejected_before  # the handler's own classification

@@ -358,7 +358,7 @@ def _scan_arrays(scan: Scan, position: int) -> tuple[np.ndarray, np.ndarray | No
     index = np.arange(count, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
     if index.shape[0] != count:
         raise ValueError(f"{name}: index has {index.shape[0]} values for {count} points")
-    num_points = int(getattr(scan, "num_points", count))
+    num_points = int(scan.num_points) if hasattr(scan, "num_points") else count
     if count and (index.min() < 0 or index.max() >= num_points):
         raise ValueError(f"{name}: index values must lie in [0, num_points={num_points})")
     return xyz, intensity, index, num_points

@@ -30,6 +30,7 @@ Every per-voxel mean is a fused `embedding_bag` over precomputed point orders (s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -192,7 +193,7 @@ class PointEncoder(nn.Module):
         context = self.context(coarse.mean.apply(features))  # (parents, C)
         # output[0] over cat(identity, broadcast context) == identity part + context part broadcast,
         # the context part computed once per parent voxel
-        first = self.output[0]
+        first = cast(nn.Linear, self.output[0])
         channels = features.shape[1]
         context_part = F.linear(context, first.weight[:, channels:], first.bias).index_select(0, coarse.parent)
         fused = torch.addmm(context_part, self.identity(features), first.weight[:, :channels].t())
@@ -245,9 +246,14 @@ class Student(nn.Module):
         """The sparse backend this forward will use on `device`."""
         return resolve_backend(self.sparse_backend, training=torch.is_grad_enabled(), device=device)
 
+    @property
+    def spv_blocks(self) -> list[SPVBlock]:
+        """The SPV blocks of `stages`, typed (an nn.ModuleList yields plain Modules)."""
+        return [cast(SPVBlock, block) for block in self.stages]
+
     def prepare_voxels(self, voxels: MultiScaleVoxels) -> None:
         """Derive (and cache in `voxels`) every inter-scale map the forward will use."""
-        for block in self.stages:
+        for block in self.spv_blocks:
             voxels.transition(block.scale, block.out_scale)
             voxels.coarsened(block.scale, CONTEXT_FACTOR)
         voxels.voxel_combinations(self.config.stage_scales)
@@ -273,16 +279,17 @@ class Student(nn.Module):
             raise ValueError(f"Student: {points.shape[0]} points but the voxelisation has {voxels.num_points}")
         base = voxels[1]
         # offsets are computed in the points' precision (fp32), then cast to the weights' (fp16 on GPU)
-        inputs = self.input_features(points, voxels).to(self.input_mlp[0].weight.dtype)
+        inputs = self.input_features(points, voxels).to(cast(nn.Linear, self.input_mlp[0]).weight.dtype)
         hidden = self.input_mlp[1](self.input_mlp[0](inputs))
         features = self.input_mlp[2](base.mean(hidden))
 
         backend = self.backend_for(points.device)
         channels = self.config.hidden_channels
-        decoder_weight = self.classifier[0].weight  # (decoder, channels * stages)
+        decoder = cast(nn.Linear, self.classifier[0])
+        decoder_weight = decoder.weight  # (decoder, channels * stages)
         stages: list[StageFeatures] = []
         decoder_parts = []
-        for index, block in enumerate(self.stages):
+        for index, block in enumerate(self.spv_blocks):
             level = voxels[block.scale]
             # voxelise() guarantees unique, in-grid coords: skip the grid's own validation sort
             grid = SparseGrid(level.coords, level.spatial_shape, voxels.batch_size, backend=backend,
@@ -295,7 +302,7 @@ class Student(nn.Module):
             decoder_parts.append(point @ decoder_weight[:, index * channels:(index + 1) * channels].t())
         # the decoder runs once per distinct (voxel per stage) tuple, then is gathered to the points
         rows, point_to_row = voxels.voxel_combinations(self.config.stage_scales)
-        decoded = F.embedding_bag(rows, torch.cat(decoder_parts), mode="sum") + self.classifier[0].bias
+        decoded = F.embedding_bag(rows, torch.cat(decoder_parts), mode="sum") + decoder.bias
         logits = self.classifier[2](self.classifier[1](decoded)).index_select(0, point_to_row)
         return StudentOutput(logits=logits, stages=stages)
 

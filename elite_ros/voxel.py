@@ -98,11 +98,9 @@ def inside_box(xyz: Tensor | np.ndarray, min_bound: Sequence[float] = MIN_BOUND,
     """
     if not isinstance(xyz, Tensor):
         xyz = np.asarray(xyz)
-    mask = None
-    for axis in range(3):
-        column = xyz[:, axis]
-        inside = (column > min_bound[axis]) & (column < max_bound[axis])
-        mask = inside if mask is None else mask & inside
+    mask = (xyz[:, 0] > min_bound[0]) & (xyz[:, 0] < max_bound[0])
+    for axis in (1, 2):
+        mask = mask & (xyz[:, axis] > min_bound[axis]) & (xyz[:, axis] < max_bound[axis])
     return mask
 
 
@@ -377,7 +375,8 @@ def _first_offsets(counts: Tensor) -> Tensor:
 
 def coarsen_coords(coords: Tensor, spatial_shape: tuple[int, int, int], factor: int) -> Coarsening:
     """Voxels (M, 4) int32 [b,z,y,x] grouped by coords // factor (voxel-weighted mean into the parents)."""
-    coarse_shape = tuple(int(math.ceil(s / factor)) for s in spatial_shape)
+    coarse_z, coarse_y, coarse_x = (int(math.ceil(s / factor)) for s in spatial_shape)
+    coarse_shape = (coarse_z, coarse_y, coarse_x)
     c = coords.to(torch.int64)
     key = linear_key(c[:, 0], c[:, 1] // factor, c[:, 2] // factor, c[:, 3] // factor, coarse_shape)
     _, parent, counts, order, offsets = sorted_groups(key)

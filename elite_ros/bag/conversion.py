@@ -80,6 +80,7 @@ def _convert_base(value: Any, basename: str) -> Any:
 
 
 def _convert_array(value: Any, subdesc: tuple, length: int, where: str, store: Typestore) -> Any:
+    array: np.ndarray | list[Any]
     if subdesc[0] == Nodetype.BASE and subdesc[1][0] != "string":
         dtype = _numpy_dtype(subdesc[1][0])
         if isinstance(value, (bytes, bytearray, memoryview)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import yaml
 from rosbags.rosbag2 import StoragePlugin
@@ -16,7 +16,7 @@ TYPESTORE: Typestore = get_typestore(Stores.ROS2_KILTED)
 
 BagFormat = Literal["ros1", "sqlite3", "mcap"]
 #: rosbag2 metadata version written (rosbags 0.11 writes 8 or 9; 9 = Jazzy/Kilted QoS layout).
-ROSBAG2_VERSION = 9
+ROSBAG2_VERSION: Final = 9
 STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 _ROS1_MAGIC = b"#ROSBAG V2.0\n"

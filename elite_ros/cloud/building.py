@@ -42,7 +42,7 @@ LABEL_FIELD = "label"  # UINT32 raw SemanticKITTI id (PCL PointXYZL / .label con
 RGB_FIELD = "rgb"  # FLOAT32 holding 0x00RRGGBB (PCL PointXYZRGB convention)
 LABEL_FORMATS = ("class_id", "label")
 
-_UNSIGNED_OF_SIZE = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_UNSIGNED_OF_SIZE: dict[int, np.dtype] = {1: np.dtype("u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
 def _align(value: int, alignment: int) -> int:
@@ -58,7 +58,8 @@ class _OutputData:
     """
 
     def __init__(self, nbytes: int, like: Any):
-        self._kind = type(like) if type(like) in (array.array, bytearray, bytes, list) else np.ndarray
+        kind: type = type(like)
+        self._kind = kind if kind in (array.array, bytearray, bytes, list) else np.ndarray
         self.zero_filled = self._kind in (array.array, bytearray)
         if self._kind is array.array:
             self._container: Any = array.array("B", [0]) * nbytes  # repetition fills at memcpy speed
@@ -91,7 +92,7 @@ class _OutputData:
                 gaps.append((cursor, spec.offset - cursor))
             end = spec.offset + spec.size
             following = placed[i + 1][0].offset if i + 1 < len(placed) else step
-            dtype = spec.dtype(is_bigendian)
+            dtype: np.dtype = spec.dtype(is_bigendian)
             slot = following - spec.offset
             if not self.zero_filled and spec.datatype == UINT8 and spec.count == 1 and slot in (2, 4, 8):
                 dtype, end = _UNSIGNED_OF_SIZE[slot], following

@@ -149,6 +149,7 @@ def decode(msg: Any, intensity_field: str | Sequence[str] | None = DEFAULT_INTEN
         if name not in by_name:
             present = ", ".join(by_name) or "none"
             raise CloudFormatError(f"PointCloud2 has no '{name}' field (fields: {present})")
+    candidates: tuple[str, ...]
     if intensity_field is None or isinstance(intensity_field, str):
         candidates = () if intensity_field is None else (intensity_field,)
     else:

@@ -168,9 +168,9 @@ def _point_format(
         "offsets": [f.offset for f in fields], "itemsize": point_step,
     })
     element = {f.name: FieldSpec(f.name, f.offset, f.datatype, 1).dtype(is_bigendian) for f in fields}
-    xyz = [by_name.get(name) for name in "xyz"]
+    xyz = [by_name[name] for name in "xyz" if name in by_name]
     native_f32 = (
-        None not in xyz and is_bigendian == _NATIVE_BIG
+        len(xyz) == 3 and is_bigendian == _NATIVE_BIG
         and all(f.datatype == FLOAT32 and f.offset % 4 == 0 for f in xyz)
     )
     adjacent = native_f32 and xyz[1].offset == xyz[0].offset + 4 and xyz[2].offset == xyz[0].offset + 8

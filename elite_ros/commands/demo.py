@@ -46,10 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def find_data_dir() -> Path | None:
     """The real fixtures: $ELITE_ROS_DATA, else ../shared/data beside the repository or the working dir."""
-    candidates = [os.environ.get(DATA_ENV)] if os.environ.get(DATA_ENV) else []
+    candidates = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
     candidates += [REPOSITORY.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
     for candidate in candidates:
-        if candidate and (Path(candidate) / Path(*DEMO_FIXTURE)).is_dir():
+        if (candidate / Path(*DEMO_FIXTURE)).is_dir():
             return Path(candidate)
     return None
 

@@ -91,7 +91,7 @@ def _evaluate_stored(recording: Recording, topics: list[str] | None, field: str,
     total = sum(recording.topics[t][1] for t in chosen)
     for message in tqdm(recording.messages(chosen), total=total, disable=not progress, desc="evaluate"):
         points = read_points(message.msg)
-        if field not in points.dtype.names:
+        if field not in (points.dtype.names or ()):
             raise ParameterError("--stored-predictions",
                                  f"field {field!r} not in {message.topic} (fields: {points.dtype.names})")
         prediction = ground_truth_ids(points[field], ground_truth_kind(field))

@@ -32,7 +32,7 @@ class KernelMap:
     in_index: tuple[torch.Tensor | None, ...]
     out_index: tuple[torch.Tensor | None, ...]
     #: Derived layouts and scratch buffers a backend keeps for this map (see ``native.fused_layout``).
-    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def volume(self) -> int:
@@ -105,7 +105,8 @@ def build_kernel_map(coords: torch.Tensor, spatial_shape: tuple[int, int, int], 
         return KernelMap(kernel_size, tuple(in_index), tuple(out_index))
 
     radius = kernel_size // 2
-    padded_shape = tuple(size + 2 * radius for size in spatial_shape)
+    padded_z, padded_y, padded_x = (size + 2 * radius for size in spatial_shape)
+    padded_shape = (padded_z, padded_y, padded_x)
     shift = torch.tensor([0, radius, radius, radius], dtype=torch.int64, device=coords.device)
     keys = coords_key(coords.long() + shift, padded_shape)
     # voxelise() gives its sites in key order: then a site's row is its sorted position (no argsort) and
@@ -122,7 +123,7 @@ def build_kernel_map(coords: torch.Tensor, spatial_shape: tuple[int, int, int], 
     position = _search_positions(key_values, query, kernel_size)
     offset_id, out_rows = (key_values[position] == query).nonzero().unbind(1)  # by offset, then output row
     in_rows = position[offset_id, out_rows]
-    if not presorted:
+    if order is not None:  # not presorted
         in_rows = order[in_rows]
     counts = torch.bincount(offset_id, minlength=half).tolist()
     # Mirror offsets: the same pairs seen from the other side, sorted by (offset, output row).

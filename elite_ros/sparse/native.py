@@ -52,7 +52,7 @@ def _gather_gemm_scatter(features: torch.Tensor, weights: torch.Tensor, kernel_m
     gathered = features.new_empty((capacity, features.shape[1]))
     product = result.new_empty((capacity, result.shape[1]))
     for k, (source, target) in enumerate(zip(source_index, target_index)):
-        if source is None or source.numel() == 0:
+        if source is None or target is None or source.numel() == 0:
             continue
         count = source.numel()
         torch.index_select(features, 0, source, out=gathered[:count])
@@ -127,7 +127,7 @@ def fused_layout(kernel_map: KernelMap, num_sites: int, chunk_sites: int = CHUNK
         return layout
     device = next((i.device for i in kernel_map.in_index if i is not None), torch.device("cpu"))
     pairs = [(k, source, target) for k, (source, target) in enumerate(zip(kernel_map.in_index, kernel_map.out_index))
-             if source is not None and source.numel() > 0]
+             if source is not None and target is not None and source.numel() > 0]
     bounds = list(range(0, num_sites, chunk_sites)) + [num_sites]
     # out_index[k] is sorted: each chunk's pairs of offset k are one slice
     cuts = [torch.searchsorted(target, torch.tensor(bounds, dtype=target.dtype, device=device)).tolist()
@@ -237,7 +237,7 @@ def _weight_gradient(features: torch.Tensor, grad_output: torch.Tensor, kernel_m
     gathered_in = features.new_empty((capacity, features.shape[1]))
     gathered_grad = grad_output.new_empty((capacity, grad_output.shape[1]))
     for k, (source, target) in enumerate(zip(kernel_map.in_index, kernel_map.out_index)):
-        if source is None or source.numel() == 0:
+        if source is None or target is None or source.numel() == 0:
             continue
         count = source.numel()
         torch.index_select(features, 0, source, out=gathered_in[:count])
