@@ -17,6 +17,9 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros_training.commands.synth",  # synth
     "elite_ros_training.commands.plg",  # plg
     "elite_ros_training.commands.convert",  # convert
+    "elite_ros_training.commands.fit",  # fit
+    "elite_ros_training.commands.validate",  # validate
+    "elite_ros_training.commands.export",  # export
     "elite_ros_training.commands.import_official",  # import-official
 )
 

@@ -1,0 +1,32 @@
+"""`elite-ros-train export`: a training checkpoint -> the student checkpoint the node loads."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export", help="write the trained student of a training checkpoint as a runtime .safetensors",
+        description="Read a Lightning checkpoint of `fit` (weights only, nothing executed) and write the "
+                    "student with its metadata (trained, classes, palette, learning map, voxel grid, "
+                    "intensity scale, the training config, the data, val mIoU, source commit), atomically.")
+    parser.add_argument("checkpoint", type=Path, metavar="CKPT", help="best-*.ckpt or last.ckpt of a fit run")
+    parser.add_argument("out", type=Path, metavar="OUT.safetensors", help="student checkpoint to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from elite_ros.checkpoint import read_metadata
+    from elite_ros_training.export import export_student
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
+    out = export_student(args.checkpoint, args.out)
+    training = read_metadata(out).training
+    miou = training.get("val_miou")
+    print(f"wrote {out} (epoch {training.get('epoch')}, step {training.get('global_step')}, val mIoU "
+          f"{'n/a' if miou is None else f'{miou * 100:.1f} %'})")
+    return 0

@@ -1,0 +1,88 @@
+"""A Lightning training checkpoint -> the runtime's student checkpoint (safetensors + JSON metadata).
+
+The exported file holds exactly the student's tensors (the teacher and the PPMSKD heads are
+training-only, docs/reference.md §3) and metadata saying what it is: ``trained: true``; class names,
+palette and learning map; the voxel grid and the intensity scale the network was trained with; the full
+training config, the data it saw, its validation mIoU and per-class IoU, the epoch and step, and the
+source commit. The Lightning file is read with ``weights_only=True``: nothing in it is executed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elite_ros.checkpoint import KITTI_INTENSITY_SCALE, make_metadata, save_checkpoint, source_commit
+from elite_ros.config_loader import ConfigError, dump_dataclass
+from elite_ros.student import Student
+from elite_ros_training.config import TrainConfig, config_from_mapping
+from elite_ros_training.module import RUN_KEY, STUDENT_PREFIX, student_state_dict
+
+
+class ExportError(ValueError):
+    """A file that is not a training checkpoint of this package; the message names the file."""
+
+
+def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint of `ELiTeModule` as a plain dict (weights_only: no code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such training checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling / zip failure means "not ours"
+        raise ExportError(f"{path}: not a readable Lightning checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ExportError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    if "config" not in checkpoint.get("hyper_parameters", {}):
+        raise ExportError(f"{path}: not an elite_ros training checkpoint (no training config in hyper_parameters)")
+    return checkpoint
+
+
+def checkpoint_config(checkpoint: dict[str, Any], source: str = "checkpoint") -> TrainConfig:
+    """The TrainConfig a training checkpoint was made with."""
+    try:
+        return config_from_mapping(checkpoint["hyper_parameters"]["config"])
+    except ConfigError as error:
+        raise ExportError(f"{source}: its training config does not load here ({error})") from None
+
+
+def student_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> tuple[Student, TrainConfig]:
+    """The trained student (eval mode, CPU, fp32) and the config of a training checkpoint."""
+    config = checkpoint_config(checkpoint, source)
+    student = Student(config.student.architecture)
+    state = student_state_dict(checkpoint["state_dict"])
+    if not state:
+        raise ExportError(f"{source}: no '{STUDENT_PREFIX}*' tensors in its state_dict")
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ExportError(f"{source}: student tensors do not fit its config: missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]}")
+    return student.eval(), config
+
+
+def export_student(source: str | Path, out: str | Path) -> Path:
+    """Write the student of training checkpoint `source` to `out` (.safetensors), atomically."""
+    source, out = Path(source), Path(out)
+    if out.suffix != ".safetensors":
+        raise ExportError(f"{out}: the output must be a .safetensors file")
+    if out.resolve() == source.resolve():
+        raise ExportError(f"{out}: refusing to overwrite the input checkpoint")
+    checkpoint = read_training_checkpoint(source)
+    student, config = student_from_checkpoint(checkpoint, str(source))
+    run = checkpoint.get(RUN_KEY, {})
+    training = {
+        "config": dump_dataclass(config),
+        "data": run.get("data", {"train": list(config.data.train), "val": list(config.data.val)}),
+        "val_miou": run.get("val_miou"),
+        "val_iou": run.get("val_iou", {}),
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+        "lightning_checkpoint": source.name,
+        "trained_by": "elite-ros-train fit",
+    }
+    metadata = make_metadata(student, voxel=dump_dataclass(config.student.voxel),
+                             intensity_scale=KITTI_INTENSITY_SCALE, training=training, trained=True,
+                             source_commit=run.get("source_commit", source_commit()))
+    return save_checkpoint(out, student, metadata)
