@@ -47,7 +47,7 @@ IGNORED_STUDENT_GROUPS = ("criterion",)  # inside the student, training-only: th
 SHORTCUT_SUFFIX = "shortcut_conv.weight"  # 1x1x1 convs stored transposed by spconv 2.x (docs/reference.md §12)
 HASH_CHUNK_BYTES = 1 << 20
 
-#: official student name (regex, without prefix) -> this package's name (docs/reference.md §3)
+#: official student name (regex, without prefix) -> this package's name (docs/reference.md §3.1)
 NAME_MAP: tuple[tuple[str, str], ...] = (
     (r"voxel_3d_generator\.PPmodel\.([02])\.", r"input_mlp.\1."),
     (r"spv_enc\.(\d+)\.v_enc\.(\d+)\.layers\.0\.", r"stages.\1.voxel_encoder.\2.conv1."),
@@ -306,12 +306,8 @@ def _check_tensors(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], 
     missing = sorted(set(expected) - set(state))
     misshaped = [f"{name} {list(state[name].shape)} (this student: {list(expected[name].shape)})"
                  for name in sorted(set(state) & set(expected)) if state[name].shape != expected[name].shape]
-    problems = []
-    if unknown:
-        problems.append(f"{len(unknown)} student tensor(s) with no counterpart here: {unknown[:5]}")
-    if missing:
-        problems.append(f"{len(missing)} tensor(s) missing: {missing[:5]}")
-    if misshaped:
-        problems.append(f"{len(misshaped)} mis-shaped: {misshaped[:5]}")
+    problems = [f"{len(names)} {what}: {names[:5]}" for what, names in (
+        ("student tensor(s) with no counterpart here", unknown), ("tensor(s) missing", missing),
+        ("mis-shaped", misshaped)) if names]
     if problems:
         raise OfficialImportError(f"{path}: its student does not fit this one: " + "; ".join(problems))

@@ -214,7 +214,7 @@ def load_checkpoint_file(path: str | Path) -> Any:
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise FileNotFoundError(f"{path}: {'not a file' if path.exists() else 'no such checkpoint file'}")
     if not zipfile.is_zipfile(path):
         raise CheckpointReadError(f"{path}: not a torch zip checkpoint (torch.save of torch >= 1.6); legacy "
                                   "pre-1.6 files are not read")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elite_ros_training.commands.outputs import add_student_output, refuse_existing_output
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -15,8 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "metadata (trained, classes, learning map, voxel grid from the checkpoint's config, the "
                     "source's sha256), atomically. Another architecture is refused, naming the mismatch.")
     parser.add_argument("source", type=Path, metavar="SRC", help="official .ckpt, .pt or .pth")
-    parser.add_argument("out", type=Path, metavar="OUT.safetensors", help="student checkpoint to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    add_student_output(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -24,8 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from elite_ros_training.import_official import import_official
 
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
+    refuse_existing_output(args)
     result = import_official(args.source, args.out)
     voxel = result.voxel
     ranges = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in zip(voxel.min_bound, voxel.max_bound, strict=True))
