@@ -223,3 +223,24 @@ def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):
     assert ddp_weights.keys() == single_weights.keys()
     for name in single_weights:
         torch.testing.assert_close(ddp_weights[name], single_weights[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_validation_metric_equals_elite_ros_evaluate_on_the_same_data(tmp_path):
+    from elite_ros_training.cli import main as train_main
+    from elite_ros_training.data.dataset import open_frames
+
+    folder = write_tiny_sequence(tmp_path / "val", count=3, first_seed=50, points=3000)
+    config = tiny_config("row_a", trainer={"max_epochs": 2, "out_dir": str(tmp_path), "name": "run"})
+    data = ELiTeDataModule(config, train_frames=TinyFrames(4, camera=False), val_frames=open_frames(folder, images=False),
+                           progress=False)
+    result = fit(config, datamodule=data, progress=False, accelerator="cpu")
+    run = read_training_checkpoint(result.last_checkpoint)["elite_ros"]
+    assert run["val_miou"] is not None
+    report = tmp_path / "report"
+    assert train_main(["validate", "--checkpoint", str(result.last_checkpoint), "--data", str(folder),
+                       "--report", str(report), "--no-progress", "--device", "cpu"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["miou"] == pytest.approx(run["val_miou"], abs=1e-6)
+    for name, value in run["val_iou"].items():
+        assert metrics["iou"][name] == pytest.approx(value, abs=1e-6) if value is not None else metrics["iou"][name] is None
+    assert (report / "report.md").is_file()
