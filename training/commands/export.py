@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elite_ros_training.commands.outputs import add_student_output, refuse_existing_output
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -12,8 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "student with its metadata (trained, classes, palette, learning map, voxel grid, "
                     "intensity scale, the training config, the data, val mIoU, source commit), atomically.")
     parser.add_argument("checkpoint", type=Path, metavar="CKPT", help="best-*.ckpt or last.ckpt of a fit run")
-    parser.add_argument("out", type=Path, metavar="OUT.safetensors", help="student checkpoint to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    add_student_output(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -22,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from elite_ros.checkpoint import read_metadata
     from elite_ros_training.export import export_student
 
-    if args.out.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists (pass --overwrite to replace it)")
+    refuse_existing_output(args)
     out = export_student(args.checkpoint, args.out)
     training = read_metadata(out).training
     miou = training.get("val_miou")

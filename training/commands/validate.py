@@ -5,6 +5,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from elite_ros.command import add_progress_flag
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -21,13 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "paper's test protocol uses 12)")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report folders")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_flag(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from elite_ros.cli import main as elite_ros_main
+    from elite_ros.cli import build_parser
     from elite_ros_training.export import export_student
 
     if args.tta_votes < 1:
@@ -44,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
                 command += ["--report", str(report)]
             command += ["--device", args.device] if args.device else []
             command += ["--overwrite"] * args.overwrite + ["--no-progress"] * args.no_progress
-            status = max(status, elite_ros_main(command))
+            evaluate = build_parser().parse_args(command)  # `elite-ros evaluate`, errors left to our caller
+            status = max(status, int(evaluate.func(evaluate) or 0))
     return status
