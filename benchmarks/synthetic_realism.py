@@ -12,7 +12,11 @@ Prints JSON with, for each real labelled scan and for synthetic frames of a few 
   (only the spvnas scan among the real ones has intensity);
 - `thickness_cm`: per class, the median over 0.5 m voxels (>= 10 points) of the root of the smallest
   eigenvalue of the point covariance: how thick a surface looks (porous foliage, rough grass), cm;
-- `range_band_share_pct`: per range band, the class shares there (what a scan shows near and far).
+- `range_band_share_pct`: per range band, the class shares there (what a scan shows near and far);
+- `road_plane`: least-squares plane z = z0 + x tan(pitch) + y tan(roll) through the road points at 3-10 m:
+  the sensor's height and tilt over the road (degrees; pitch > 0: the road rises ahead);
+- `elevation_bands`: per band of beam elevation (about 8 rings each), the points (share of the scan) and
+  their median range: how the upper beams see far and the lowest ones lose points to the ego car.
 
 The two Open3D-ML scans are grid-subsampled (one point per 0.06 m voxel, measured: at 0.06 m no voxel
 holds more than 2 of their points), so synthetic frames are also reported after the same subsampling
@@ -39,6 +43,7 @@ DATA = Path(os.environ.get("ELITE_ROS_DATA", REPO.parent / "shared" / "data"))
 RANGE_BINS = [0, 5, 10, 15, 20, 30, 40, 60, 80, 120]  # metres, xy range
 Z_BANDS = [(0, 10), (10, 20), (20, 40)]  # metres, xy range bands for the z percentiles
 SHARE_BANDS = [(0, 10), (10, 20), (20, 120)]  # metres
+ELEVATION_BANDS = [3.0, 0.0, -2.5, -5.0, -7.8, -11.0, -15.0, -19.0, -26.0]  # degrees, about 8 rings each
 O3D_GRID = 0.06  # metres: the Open3D-ML demo scans' subsampling cell (measured, see the docstring)
 O3D_Y_SHIFT_700 = 100.0  # metres: 000700 is stored with the sensor at y = -100 (shared/data/README.md)
 MIN_POINTS = 30  # fewest points for a percentile to be reported
@@ -147,6 +152,19 @@ def scan_stats(xyz: np.ndarray, train: np.ndarray, intensity: np.ndarray | None)
         band_share[f"{lo}-{hi}m"] = {"points_pct": round(100.0 * float(m.sum()) / max(int(labelled.sum()), 1), 1),
                                      **{CLASS_NAMES[c]: round(100.0 * float(np.mean(train[m] == c)), 1)
                                         for c in range(1, len(CLASS_NAMES)) if m.any() and np.any(train[m] == c)}}
+    elevation = np.degrees(np.arctan2(xyz[:, 2], r))
+    bands = {}
+    for hi, lo in zip(ELEVATION_BANDS[:-1], ELEVATION_BANDS[1:]):
+        m = (elevation < hi) & (elevation >= lo)
+        bands[f"{hi:g}..{lo:g}deg"] = [round(100.0 * float(m.mean()), 1),
+                                       round(float(np.median(r[m])), 1) if m.any() else None]
+    near_road = (train == CLASS_ID["road"]) & (r > 3.0) & (r < 10.0)
+    road_plane = None
+    if near_road.sum() >= MIN_POINTS:
+        a = np.c_[np.ones(int(near_road.sum())), xyz[near_road, :2]]
+        coef = np.linalg.lstsq(a, xyz[near_road, 2], rcond=None)[0]
+        road_plane = {"z0_m": round(float(coef[0]), 3), "pitch_deg": round(float(np.degrees(np.arctan(coef[1]))), 2),
+                      "roll_deg": round(float(np.degrees(np.arctan(coef[2]))), 2)}
     out = {
         "points": int(len(xyz)),
         "unlabelled_pct": round(100.0 * float(np.mean(~labelled)), 2),
@@ -155,6 +173,8 @@ def scan_stats(xyz: np.ndarray, train: np.ndarray, intensity: np.ndarray | None)
                        for a, b in zip(RANGE_BINS[:-1], RANGE_BINS[1:])},
         "class_share_pct": share,
         "range_band_share_pct": band_share,
+        "elevation_bands": bands,
+        "road_plane": road_plane,
         "z_pct": z_pct,
         "step_m": step_heights(xyz, train),
         "thickness_cm": thickness(xyz, train),
@@ -195,12 +215,15 @@ def summary(real: dict, synthetic: dict, synthetic_grid: dict) -> dict:
     """Means side by side: real full scan, real subsampled scans, synthetic full, synthetic subsampled."""
     groups = {"real_spvnas": [real["spvnas_000000"]], "real_o3d": [real["o3d_000700"], real["o3d_000750"]],
               "synthetic": list(synthetic.values()), "synthetic_grid006": list(synthetic_grid.values())}
-    out: dict = {"points": {}, "median_range_m": {}, "class_share_pct": {}, "terrain_minus_road_m": {},
-                 "sidewalk_minus_road_m": {}, "road_z_p5_p95_10_20m": {}, "thickness_cm": {}}
+    out: dict = {"points": {}, "median_range_m": {}, "range_hist": {}, "class_share_pct": {},
+                 "terrain_minus_road_m": {},
+                 "sidewalk_minus_road_m": {}, "road_z_p5_p95_10_20m": {}, "thickness_cm": {}, "road_plane": {}}
     for g, stats in groups.items():
         out["points"][g] = _mean_of(stats, ["points"])
         out["median_range_m"][g] = _mean_of(stats, ["median_range_m"])
+        out["range_hist"][g] = {b: _mean_of(stats, ["range_hist", b]) for b in stats[0]["range_hist"]}
         out["terrain_minus_road_m"][g] = _mean_of(stats, ["step_m", "terrain_minus_road", "median"])
+        out["road_plane"][g] = {k: _mean_of(stats, ["road_plane", k]) for k in ("z0_m", "pitch_deg", "roll_deg")}
         out["sidewalk_minus_road_m"][g] = _mean_of(stats, ["step_m", "sidewalk_minus_road", "median"])
         lo = [s["z_pct"].get("road", {}).get("10-20m") for s in stats]
         lo = [v for v in lo if v]

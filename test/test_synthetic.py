@@ -59,9 +59,10 @@ def test_scan_looks_like_an_hdl64e_scan(first):
     elevation = np.degrees(np.arcsin(scan.xyz[:, 2] / distance))
     assert -25.5 < elevation.min() and elevation.max() < 2.5  # 2 cm noise bends angles only a little nearby
     assert set(np.unique(scan.ring)) <= set(range(64)) and len(np.unique(scan.ring)) >= 60
-    # the ground ring of the lowest beam: 1.73 m / tan(24.9 deg) = 3.7 m
-    lowest = distance[scan.ring == 63]
-    assert 3.5 < np.percentile(lowest, 5) < 4.0
+    # the ground ring of the lowest beam: 1.73 m / tan(23.6 deg) = 3.96 m, the sensor tilted by up to ~2 deg
+    ground = np.isin(to_training_ids(scan.label), [CLASS_ID[c] for c in ("road", "parking", "sidewalk", "terrain")])
+    lowest = distance[(scan.ring == 63) & ground]
+    assert 3.6 < np.median(lowest) < 4.4
 
 
 def test_every_point_is_labelled_with_classes_and_instances(first):
@@ -86,13 +87,20 @@ def test_a_frame_has_the_street_classes_and_a_short_sequence_has_all_19(first, l
     assert both == set(CLASS_NAMES[1:])
 
 
-def test_intensity_follows_the_material(first):
-    semantic, _ = split_label(first.scan.label)
-    intensity = first.scan.intensity
-    road = intensity[semantic == RAW["road"]].mean()
-    assert intensity[semantic == RAW["lane-marking"]].mean() > road + 0.2
-    assert intensity[semantic == RAW["traffic-sign"]].mean() > 0.6
+def test_intensity_follows_the_material(first, last):
+    """Paint and sign faces are bright, car paint is dark (mostly 0, like KITTI's), intensity fades far away."""
+    semantic = np.concatenate([split_label(f.scan.label)[0] for f in (first, last)])
+    intensity = np.concatenate([f.scan.intensity for f in (first, last)])
+    distance = np.concatenate([np.linalg.norm(f.scan.xyz, axis=1) for f in (first, last)])
+    near = distance < 20.0
+    road = intensity[near & (semantic == RAW["road"])].mean()
+    assert intensity[near & (semantic == RAW["lane-marking"])].mean() > road + 0.2
+    assert intensity[semantic == RAW["traffic-sign"]].max() > 0.8
+    car = intensity[semantic == RAW["car"]]
+    assert np.median(car) < 0.05 and np.mean(car == 0.0) > 0.3
+    assert np.mean(intensity[(distance > 60.0) & (semantic == RAW["road"])] == 0.0) > 0.5
     assert intensity.std() > 0.05
+    np.testing.assert_allclose(intensity * 100.0, np.round(intensity * 100.0), atol=1e-3)  # 0.01 steps
 
 
 def test_camera_image_and_class_map(first):
@@ -107,20 +115,21 @@ def test_camera_image_and_class_map(first):
     assert (cam.instance_map[thing] > 0).all() and (cam.instance_map[~thing] == 0).all()
 
 
-def test_classes_that_look_alike_to_a_lidar_differ_in_the_image(first):
+def test_classes_that_look_alike_to_a_lidar_differ_in_the_image(first, last):
     """Road / parking / sidewalk / terrain and vegetation / fence: mean colours clearly apart."""
-    image = first.camera.image.astype(np.float64)
+    image = np.concatenate([f.camera.image for f in (first, last)]).astype(np.float64)
+    class_map = np.concatenate([f.camera.class_map for f in (first, last)])
     means = {}
     for name in ("road", "parking", "sidewalk", "terrain", "vegetation", "fence", "other-ground"):
-        mask = first.camera.class_map == CLASS_ID[name]
-        assert mask.sum() > 500, name
+        mask = class_map == CLASS_ID[name]
+        assert mask.sum() > 100, name  # enough pixels for a mean colour
         means[name] = image[mask].mean(axis=0)
     for a, b in [("road", "parking"), ("road", "sidewalk"), ("parking", "sidewalk"), ("sidewalk", "terrain"),
                  ("road", "terrain"), ("vegetation", "fence"), ("terrain", "other-ground")]:
         assert np.linalg.norm(means[a] - means[b]) > 15.0, (a, b, means[a], means[b])
     # textures: paving joints, grass noise, leaves: more than flat colour plus sensor noise
     for name in ("sidewalk", "terrain", "vegetation", "fence"):
-        assert image[first.camera.class_map == CLASS_ID[name]].std(axis=0).mean() > 8.0, name
+        assert image[class_map == CLASS_ID[name]].std(axis=0).mean() > 8.0, name
 
 
 @pytest.mark.parametrize("which", ["first", "last"])
@@ -140,7 +149,8 @@ def test_deterministic_by_seed(sequence, first):
     np.testing.assert_array_equal(again.scan.intensity, first.scan.intensity)
     np.testing.assert_array_equal(again.camera.image, first.camera.image)
     other = SyntheticSequence(frames=2, seed=SEED + 1)
-    assert not np.array_equal(other.scene.primitives.center, sequence.scene.primitives.center[: len(other.scene.primitives)])
+    n = min(len(other.scene.primitives), len(sequence.scene.primitives))
+    assert not np.array_equal(other.scene.primitives.center[:n], sequence.scene.primitives.center[:n])
 
 
 def test_ego_moves_along_the_street(sequence):
@@ -148,10 +158,15 @@ def test_ego_moves_along_the_street(sequence):
     np.testing.assert_allclose(poses[0], np.eye(4)[:3], atol=1e-12)
     forward = poses[-1][2, 3]  # KITTI camera frame: z forward
     assert 6.0 * 3.9 - 0.5 < forward < 10.0 * 3.9 + 0.5  # 6..10 m/s over 3.9 s
-    # flat road: the only vertical drift comes from the camera's 0.4 deg pitch in Tr
-    assert abs(poses[-1][0, 3]) < 1.5 and abs(poses[-1][1, 3]) < 0.01 * forward
+    assert abs(poses[-1][0, 3]) < 1.5
     lateral = np.array([p.y for p in sequence.poses])
-    assert np.abs(lateral + 1.75).max() <= 0.2 + 1e-9  # weaving inside the ego lane (centre y = -1.75 m)
+    lane = sequence.scene.plan.ego_lane_y
+    assert np.abs(lateral - lane).max() <= 0.2 + 0.1  # weaving inside the ego lane (plus the mount lean)
+    # the car stands on the sloping road: the LiDAR is 1.73 m above the ground under it, tilted with it
+    for pose in sequence.poses[::10]:
+        ground = float(sequence.scene.ground.height(pose.x, pose.y))
+        assert abs(pose.z - ground - 1.73) < 0.1
+        assert abs(pose.pitch) < np.deg2rad(7.0) and abs(pose.roll) < np.deg2rad(4.0)
 
 
 def test_calibration_constants_are_kitti_seq00(data_dir: Path):
@@ -198,18 +213,16 @@ def _small_scene() -> Scene:
     full = generate_scene(3, SceneConfig(x_min=-30.0, x_max=30.0))
     p = full.primitives
     keep = np.flatnonzero(np.linalg.norm(p.center[:, :2] - [0.0, -1.75], axis=1) < 25.0)[::4]
-    b = PrimitiveBuilder()
-    for i in keep:
-        b.add(int(p.kind[i]), p.center[i], p.size[i], p.yaw[i], int(p.raw_label[i]), int(p.instance[i]),
-              int(p.material[i]), p.colour[i])
-    return Scene(b.build(), full.ground, full.x_range)
+    return Scene(p.subset(keep), full.plan, full.x_range)
 
 
-def test_culling_never_loses_a_hit():
-    """Casting with the LiDAR's / camera's cover functions equals casting every ray at every primitive."""
+@pytest.mark.parametrize("pitch, roll", [(0.0, 0.0), (-0.05, 0.04)])
+def test_culling_never_loses_a_hit(pitch, roll):
+    """Casting with the LiDAR's / camera's cover functions equals casting every ray at every primitive,
+    also for a LiDAR tilted by ~3 and ~2 degrees (on a slope, or its mount)."""
     scene = _small_scene()
     everything = lambda lo, hi: (slice(None), slice(None))  # noqa: E731
-    pose = EgoPose(0.0, -1.75, 1.73, 0.3)
+    pose = EgoPose(0.0, -1.75, 1.73, 0.3, pitch, roll)
     dirs = sensor_directions()[:, ::3] @ pose.rotation().T
     cover = SphericalCover(pose, beam_elevations(), sensor_directions().shape[1])
     culled = cast(scene, pose.position, sensor_directions() @ pose.rotation().T, cover, 120.0)

@@ -7,18 +7,33 @@ import numpy as np
 
 from elite_ros.labels import INSTANCE_SHIFT
 
-from .materials import reflectivity
+from .materials import MATERIAL_DROPOUT, POROSITY, reflectivity
+from .noise import hash01
 from .pose import EgoPose
 from .raycast import cast, hit_surface
 from .scene import Scene
 
 # HDL-64E S2 vertical pattern (Velodyne manual; KITTI, Geiger et al. 2013): an upper block of 32 beams
-# from +2.0 deg down to -8.33 deg (1/3 deg apart) and a lower block of 32 beams from -8.83 to -24.9 deg.
-UPPER_BLOCK_DEG = (2.0, -8.33)
-LOWER_BLOCK_DEG = (-8.83, -24.9)
+# ~1/3 deg apart and a lower block of 32 beams ~1/2 deg apart. The end angles are the median elevations
+# of the top and bottom rings of the real KITTI scans (rings split at the azimuth wrap of the stored point
+# order: +2.4 .. -7.7 and -8.4 .. -23.6 deg, lowest ring at 3.8-4.0 m; benchmarks/synthetic_realism.py).
+UPPER_BLOCK_DEG = (2.4, -7.9)
+LOWER_BLOCK_DEG = (-8.4, -23.6)
 BEAMS_PER_BLOCK = 32
+# The ego car hides the lowest beams towards its bonnet and boot: real KITTI rings below ~-16 deg lose
+# up to 44 % of their points (the lowest ring; -21 deg: 30 %, -18 deg: 10 %), modelled as a loss
+# EGO_LOSS_MAX * ((-el - EGO_LOSS_START) / (EGO_LOSS_FULL - EGO_LOSS_START))^EGO_LOSS_POWER, centred
+# on the car's axis (front and back).
+EGO_LOSS_START, EGO_LOSS_FULL, EGO_LOSS_MAX, EGO_LOSS_POWER = 16.0, 24.0, 0.5, 1.3
 AZIMUTH_STEP_DEG = 360.0 / 2083  # ~0.17 deg at 10 Hz
 MAX_RANGE = 120.0  # metres, HDL-64E specification
+# Intensity falls off with range: real KITTI road / terrain / vegetation intensity is flat to ~20 m, ~25 %
+# lower at 20-40 m and mostly 0 beyond 40 m (spvnas scan, benchmarks/synthetic_realism.py), modelled as
+# 1 / (1 + (r / FALLOFF_RANGE)^FALLOFF_POWER).
+FALLOFF_RANGE, FALLOFF_POWER = 38.0, 6.0
+INTENSITY_STEP = 0.01  # KITTI intensities are quantised to 0.01 (100 distinct values in a scan)
+# Weak incidence dependence: real road intensity at 5 m (steep) and 20 m (grazing) is the same.
+INCIDENCE_FLOOR = 0.6
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,14 @@ def sensor_directions() -> np.ndarray:
     return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) * np.ones_like(az)], axis=-1)
 
 
+def ego_occlusion() -> np.ndarray:
+    """(64, 2083) bool: rays of the sensor grid that the ego car's own body blocks."""
+    el = -np.rad2deg(beam_elevations())
+    loss = EGO_LOSS_MAX * np.clip((el - EGO_LOSS_START) / (EGO_LOSS_FULL - EGO_LOSS_START), 0.0, 1.0) ** EGO_LOSS_POWER
+    half_width = np.sin(loss * np.pi / 2)  # |sin(azimuth)| below this: towards the bonnet or the boot
+    return np.abs(np.sin(azimuths()))[None, :] < half_width[:, None]
+
+
 class SphericalCover:
     """Which beams and azimuth columns of a spinning LiDAR at `pose` can see an axis-aligned box."""
 
@@ -87,7 +110,9 @@ class SphericalCover:
         self.elevations = elevations  # descending
         self.num_azimuths = num_azimuths
         self.step = 2 * np.pi / num_azimuths
-        self.margin = np.deg2rad(0.6)  # beams/columns next to the bounds are tested too
+        # beams/columns next to the bounds are tested too; a tilted sensor moves a beam's world elevation
+        # by up to the tilt and its azimuth by up to tilt * tan(25 deg) < tilt
+        self.margin = np.deg2rad(0.6) + pose.tilt
 
     def __call__(self, lo: np.ndarray, hi: np.ndarray):
         o = self.origin
@@ -123,12 +148,14 @@ class SphericalCover:
 
 
 _SENSOR_DIRECTIONS = None
+_EGO_OCCLUSION = None
 
 
 def _directions() -> np.ndarray:
-    global _SENSOR_DIRECTIONS
+    global _SENSOR_DIRECTIONS, _EGO_OCCLUSION
     if _SENSOR_DIRECTIONS is None:
         _SENSOR_DIRECTIONS = sensor_directions()
+        _EGO_OCCLUSION = ego_occlusion().reshape(-1)
     return _SENSOR_DIRECTIONS
 
 
@@ -137,7 +164,8 @@ def scan(scene: Scene, pose: EgoPose, rng: np.random.Generator, config: LidarCon
     sensor_dirs = _directions()
     world_dirs = sensor_dirs @ pose.rotation().T
     cover = SphericalCover(pose, beam_elevations(), sensor_dirs.shape[1])
-    hits = cast(scene, pose.position, world_dirs, cover, config.max_range)
+    penetration_seed = int(rng.integers(1 << 30))
+    hits = cast(scene, pose.position, world_dirs, cover, config.max_range, penetration_seed=penetration_seed)
     surf = hit_surface(scene, hits, pose.position, world_dirs)
 
     flat_dirs = world_dirs.reshape(-1, 3)[surf.flat_index]
@@ -145,10 +173,19 @@ def scan(scene: Scene, pose: EgoPose, rng: np.random.Generator, config: LidarCon
     n = distance.shape[0]
     noisy = distance + rng.normal(0.0, config.range_noise_std, n)
     cos_incidence = np.abs((surf.sample.normal * flat_dirs).sum(axis=1))
-    refl = reflectivity(surf.sample)
-    intensity = refl * (0.35 + 0.65 * cos_incidence) + rng.normal(0.0, config.intensity_noise_std, n)
-    lost = rng.random(n) < config.dropout + config.far_dropout * (distance / config.max_range) ** 2 * (1.0 - refl)
-    keep = ~lost & (noisy > config.min_range) & (noisy < config.max_range)
+    material = surf.sample.material
+    porous = np.isin(material, [int(m) for m in POROSITY])  # a leaf inside a crown faces anywhere
+    cos_incidence[porous] = hash01(surf.flat_index[porous], seed=penetration_seed + 1)
+    refl = reflectivity(surf.sample, cos_incidence)
+    falloff = 1.0 / (1.0 + (distance / FALLOFF_RANGE) ** FALLOFF_POWER)
+    intensity = (refl * (INCIDENCE_FLOOR + (1.0 - INCIDENCE_FLOOR) * cos_incidence) * falloff
+                 + rng.normal(0.0, config.intensity_noise_std, n))
+    intensity = np.floor(np.clip(intensity, 0.0, 1.0) / INTENSITY_STEP) * INTENSITY_STEP
+    drop = np.full(n, config.dropout)
+    for m, chance in MATERIAL_DROPOUT.items():
+        drop[material == int(m)] = chance
+    lost = rng.random(n) < drop + config.far_dropout * (distance / config.max_range) ** 2 * (1.0 - refl)
+    keep = ~lost & (noisy > config.min_range) & (noisy < config.max_range) & ~_EGO_OCCLUSION[surf.flat_index]
 
     # azimuth-major order (a spinning sensor fires all beams of a column together)
     rows, cols = np.divmod(surf.flat_index, sensor_dirs.shape[1])
@@ -158,7 +195,7 @@ def scan(scene: Scene, pose: EgoPose, rng: np.random.Generator, config: LidarCon
     label = surf.raw_label[order].astype(np.uint32) | (surf.instance[order].astype(np.uint32) << INSTANCE_SHIFT)
     return LidarScan(
         xyz=xyz.astype(np.float32),
-        intensity=np.clip(intensity[order], 0.0, 1.0).astype(np.float32),
+        intensity=intensity[order].astype(np.float32),
         label=label,
         ring=rows[order].astype(np.uint8),
     )

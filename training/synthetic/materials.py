@@ -32,11 +32,27 @@ class Material(IntEnum):
     SKIN = 15
 
 
-#: LiDAR reflectivity per material, 0..1 (intensity before the incidence-angle factor and noise)
+#: LiDAR reflectivity per material, 0..1 (intensity before the incidence, range and noise factors in
+#: `lidar.scan`), set so that synthetic per-class median intensities match the real spvnas SemanticKITTI
+#: scan (benchmarks/synthetic_realism.py: road 0.20, sidewalk 0.31, terrain 0.34, vegetation 0.32,
+#: trunk 0.34, building 0.24, fence 0.23, pole 0.20, person 0.36, car 0.00 with 58 % exact zeros)
 REFLECTIVITY = np.array([
-    0.20, 0.18, 0.30, 0.36, 0.28, 0.26, 0.30, 0.40, 0.30, 0.45, 0.95, 0.42, 0.08, 0.05, 0.24, 0.30,
+    0.32, 0.30, 0.47, 0.52, 0.42, 0.36, 0.34, 0.44, 0.40, 0.24, 0.25, 0.015, 0.05, 0.05, 0.44, 0.40,
 ])
 PAINTED_REFLECTIVITY = 0.70  # lane markings and bay lines are retro-reflective paint
+SIGN_FACE_REFLECTIVITY = 1.5  # the retro-reflective front of a sign saturates nearby (real p95 0.99; back: metal)
+# Car paint is dark and mirror-like to a 905 nm LiDAR: a weak diffuse return plus a narrow specular lobe
+# (real KITTI cars: median intensity 0, 95th percentile 0.49).
+PAINT_SPECULAR, PAINT_SPECULAR_POWER = 0.6, 16.0
+TEXTURE_SCALE = 1.5  # metres: reflectivity varies by +-45 % in patches this size (stains, wear, moisture)
+
+#: porous materials: (mean depth of a LiDAR return below the outer surface, metres; chance that a ray
+#: passes through a gap, for the LiDAR and the camera alike; gap lattice cell, metres). Beams reach
+#: leaves a few to tens of cm inside a hedge or crown (real KITTI vegetation looks ~6 cm thick in 0.5 m
+#: voxels, benchmarks/synthetic_realism.py); fences have gaps between slats and bars.
+POROSITY = {Material.FOLIAGE: (0.12, 0.10, 0.3), Material.FENCE: (0.0, 0.25, 0.12)}
+#: chance that a LiDAR return is lost, by material (glass lets most beams through or mirrors them away)
+MATERIAL_DROPOUT = {Material.CABIN: 0.55}
 
 #: ground raw SemanticKITTI id -> material
 GROUND_MATERIAL = {40: Material.ASPHALT, 60: Material.ASPHALT, 44: Material.PARKING, 48: Material.PAVING,
@@ -68,9 +84,15 @@ class SurfaceSample:
     painted: np.ndarray
 
 
-def reflectivity(s: SurfaceSample) -> np.ndarray:
-    """(n,) LiDAR reflectivity 0..1 of each sample."""
-    refl = REFLECTIVITY[s.material]
+def reflectivity(s: SurfaceSample, cos_incidence: np.ndarray | None = None) -> np.ndarray:
+    """(n,) LiDAR reflectivity 0..1 of each sample; `cos_incidence` (n,) adds the paint's specular lobe."""
+    x, y, z = s.point[:, 0], s.point[:, 1], s.point[:, 2]
+    refl = REFLECTIVITY[s.material] * (0.55 + 0.9 * fractal(x + 0.3 * z, y - 0.5 * z, TEXTURE_SCALE, 2, seed=60))
+    if cos_incidence is not None:
+        paint = s.material == int(Material.PAINT)
+        refl[paint] += PAINT_SPECULAR * cos_incidence[paint] ** PAINT_SPECULAR_POWER
+    face = (s.material == int(Material.SIGN)) & (s.local[:, 0] < -0.9 * s.size[:, 0])
+    refl[face] = SIGN_FACE_REFLECTIVITY
     return np.where(s.painted, PAINTED_REFLECTIVITY, refl)
 
 
@@ -107,8 +129,8 @@ def _asphalt(s: SurfaceSample) -> np.ndarray:
 def _parking(s: SurfaceSample) -> np.ndarray:
     x, y = s.point[:, 0], s.point[:, 1]
     stain = fractal(x, y, 1.5, 2, seed=3)
-    v = 0.25 + 0.06 * (hash01(x / 0.03, y / 0.03, seed=4) - 0.5) - 0.08 * np.clip(stain - 0.6, 0, 1)
-    rgb = _grey(v, (1.06, 1.0, 0.94))  # older, brownish asphalt
+    v = 0.23 + 0.06 * (hash01(x / 0.03, y / 0.03, seed=4) - 0.5) - 0.08 * np.clip(stain - 0.6, 0, 1)
+    rgb = _grey(v, (1.12, 1.0, 0.86))  # older, brownish asphalt
     rgb[s.painted] = (0.92, 0.92, 0.86)
     return rgb
 

@@ -1,44 +1,35 @@
-"""A procedural street: ground zones, kerbs, buildings, vegetation, street furniture, vehicles and people.
+"""A procedural street: the ground of a street plan, buildings, vegetation, street furniture, vehicles, people.
 
-World frame: metres, +z up, the street runs along +x with its centre line at y = 0; traffic drives on
-the right (the ego lane is y = -1.75, heading +x). Cross-section, from left (+y) to right (-y):
-
-    yards (other-ground) | buildings | front gardens (terrain) | sidewalk | parking strip | road |
-    sidewalk | grass verge (terrain) with trees, bushes, gravel patches, a parking lot | fence | buildings
-
-Every 30 m block holds every one of the 19 SemanticKITTI classes, so any scan sees all of them.
-Objects carry raw SemanticKITTI ids and, for things, an instance id shared by all their parts.
+The plan (``layout.plan_street``) fixes the cross-section, frontages and junctions; this module puts
+objects on it, every one standing on the ground under it (vehicles pitch and roll with it). Objects
+carry raw SemanticKITTI ids and, for things, an instance id shared by all their parts. Every 50 m of
+street holds each of the rarer classes once (a truck or other-vehicle, a motorcycle, a bicycle, a
+bicyclist, a motorcyclist, people, a parking bay), so a short drive sees all 19 classes.
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from elite_ros.labels import RAW_NAMES
-
+from .ground import ZoneMap, build_slabs
+from .layout import RAW, Segment, StreetPlan, plan_street, stream
 from .materials import Material
-from .primitives import BOX, CYLINDER, ELLIPSOID, PrimitiveBuilder, Primitives
-
-RAW = {name: raw for raw, name in RAW_NAMES.items()}  # class name -> raw SemanticKITTI id
-
-# Street cross-section, world y in metres (positive = left of the driving direction).
-ROAD_HALF_WIDTH = 3.5  # two 3.5 m lanes
-EGO_LANE_Y = -1.75
-ONCOMING_LANE_Y = 1.75
-PARKING_OUTER_Y = 6.0  # parking strip 3.5..6.0 on the left
-LEFT_SIDEWALK_OUTER_Y = 9.0
-FRONT_GARDEN_OUTER_Y = 11.0
-RIGHT_SIDEWALK_OUTER_Y = -6.0
-FENCE_Y = -16.0
-RIGHT_BUILDING_Y = -20.0
-KERB_HEIGHT = 0.12  # metres, sidewalk slabs above the road
-BLOCK_LENGTH = 30.0  # metres of street holding one of each class
-SLAB_LENGTH = 15.0  # sidewalks are cut into slabs so that a camera culls them well
-LANE_DASH, LANE_PERIOD, MARKING_HALF_WIDTH = 3.0, 9.0, 0.07  # centre-line dashes, metres
-EDGE_LINE_Y = 3.3  # solid lines |y| = 3.3 m
-PARKING_BAY_LENGTH, LOT_BAY_WIDTH, BAY_LINE_WIDTH = 5.5, 2.6, 0.1
+from .primitives import PrimitiveBuilder, Primitives, rotation_matrix
+from .vegetation import bush, hedge, tree, wood_edge
+from .vehicles import (
+    METAL_GREY,
+    Part,
+    bicycle_parts,
+    car_parts,
+    motorcycle_parts,
+    other_vehicle_parts,
+    pedestrian_parts,
+    random_car,
+    rider_parts,
+    truck_parts,
+)
 
 CAR_COLOURS = [(0.72, 0.72, 0.74), (0.08, 0.08, 0.09), (0.88, 0.88, 0.88), (0.60, 0.08, 0.07),
                (0.12, 0.20, 0.50), (0.30, 0.30, 0.32), (0.15, 0.30, 0.18), (0.75, 0.55, 0.15)]
@@ -49,52 +40,24 @@ CLOTH_COLOURS = [(0.10, 0.12, 0.25), (0.70, 0.15, 0.12), (0.85, 0.85, 0.80), (0.
 SKIN_COLOURS = [(0.87, 0.70, 0.58), (0.63, 0.45, 0.32), (0.40, 0.27, 0.18)]
 SIGN_COLOURS = [(0.80, 0.08, 0.08), (0.08, 0.28, 0.75), (0.95, 0.80, 0.10)]
 FENCE_COLOURS = [(0.55, 0.42, 0.28), (0.62, 0.62, 0.60), (0.42, 0.33, 0.24)]
-METAL_GREY = (0.55, 0.56, 0.58)
-
-
-@dataclass(frozen=True)
-class GroundLayout:
-    """Ground classes on the z = 0 plane as a function of (x, y).
-
-    Attributes:
-        band_edges: (B-1,) ascending y boundaries of bands along the street, metres.
-        band_raw: (B,) raw id of each band.
-        patches: (K, 5) rectangles x0, x1, y0, y1, bay spacing (0 = no painted bays) overriding the bands.
-        patch_raw: (K,) raw id of each patch.
-    """
-
-    band_edges: np.ndarray
-    band_raw: np.ndarray
-    patches: np.ndarray
-    patch_raw: np.ndarray
-
-    def classify(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ground points (n,) -> (raw ids (n,) uint32 incl. lane-marking 60, painted (n,) bool)."""
-        raw = self.band_raw[np.searchsorted(self.band_edges, y, side="right")].astype(np.uint32)
-        bay = np.where(raw == RAW["parking"], PARKING_BAY_LENGTH, 0.0)
-        if len(self.patches) and x.size:
-            near = (self.patches[:, 1] >= x.min()) & (self.patches[:, 0] <= x.max())
-            for (x0, x1, y0, y1, spacing), patch_raw in zip(self.patches[near], self.patch_raw[near]):
-                inside = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
-                raw[inside] = patch_raw
-                bay[inside] = spacing
-        road = raw == RAW["road"]
-        dash = (np.abs(y) < MARKING_HALF_WIDTH) & (np.mod(x, LANE_PERIOD) < LANE_DASH)
-        edge = np.abs(np.abs(y) - EDGE_LINE_Y) < MARKING_HALF_WIDTH
-        marking = road & (dash | edge)
-        raw[marking] = RAW["lane-marking"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bays = (raw == RAW["parking"]) & (bay > 0) & (np.mod(x, np.where(bay > 0, bay, 1.0)) < BAY_LINE_WIDTH)
-        return raw, marking | bays
+RARE_BLOCK = 50.0  # metres of street holding one of each rare class
+SLOT = (5.6, 6.8)  # metres per kerbside parking slot
+# random streams of the object generators (layout.stream tags; the street plan uses 101-107)
+STREAM_FRONTAGE, STREAM_PARKED, STREAM_BAY_CARS, STREAM_LAMPS, STREAM_SIGNS, STREAM_TREES = range(201, 207)
+STREAM_JUNCTION, STREAM_RARE = 207, 208
 
 
 @dataclass(frozen=True)
 class Scene:
-    """Everything in the world: solid primitives plus the ground plane z = 0 with its class zones."""
+    """Everything in the world: solid primitives (the ground slabs among them) and the street plan."""
 
     primitives: Primitives
-    ground: GroundLayout
+    plan: StreetPlan
     x_range: tuple[float, float]
+
+    @property
+    def ground(self) -> ZoneMap:
+        return self.plan.ground
 
 
 @dataclass(frozen=True)
@@ -103,265 +66,369 @@ class SceneConfig:
 
     Attributes:
         x_min, x_max: extent of generated content along the street, metres.
-        oncoming_car_probability: chance of an oncoming car per block.
+        oncoming_car_probability: chance of an oncoming car per 50 m of street.
     """
 
     x_min: float = -130.0
     x_max: float = 200.0
-    oncoming_car_probability: float = 0.6
-
-
-# An object part in the object's frame (x forward, y left, z up from the ground):
-# (kind, center (3,), size (3,), yaw, material, colour or None = the object's colour)
-Part = tuple[int, tuple[float, float, float], tuple[float, float, float], float, Material, tuple | None]
-
-
-def _place(b: PrimitiveBuilder, parts: list[Part], x: float, y: float, yaw: float, raw: int, instance: int,
-           colour) -> None:
-    c, s = np.cos(yaw), np.sin(yaw)
-    for kind, (px, py, pz), size, part_yaw, material, part_colour in parts:
-        b.add(kind, (x + c * px - s * py, y + s * px + c * py, pz), size, yaw + part_yaw, raw, instance,
-              material, colour if part_colour is None else part_colour)
-
-
-def _wheels(xs, half_track: float, radius: float, thickness: float) -> list[Part]:
-    return [(ELLIPSOID, (wx, sy * half_track, radius), (radius, thickness, radius), 0.0, Material.TYRE, None)
-            for wx in xs for sy in (-1.0, 1.0)]
-
-
-def car_parts() -> list[Part]:
-    return [(BOX, (0.0, 0.0, 0.65), (2.15, 0.88, 0.35), 0.0, Material.PAINT, None),
-            (BOX, (-0.25, 0.0, 1.25), (1.15, 0.78, 0.25), 0.0, Material.CABIN, None),
-            *_wheels((1.35, -1.35), 0.80, 0.33, 0.11)]
-
-
-def truck_parts() -> list[Part]:
-    return [(BOX, (2.85, 0.0, 1.55), (0.9, 1.2, 1.2), 0.0, Material.CABIN, None),
-            (BOX, (2.85, 0.0, 0.75), (0.92, 1.22, 0.42), 0.0, Material.PAINT, None),
-            (BOX, (-0.95, 0.0, 1.95), (2.8, 1.25, 1.5), 0.0, Material.PAINT, (0.88, 0.88, 0.86)),
-            *_wheels((2.8, -1.3, -2.9), 1.05, 0.5, 0.16)]
-
-
-def other_vehicle_parts() -> list[Part]:
-    """A caravan / camper-van: SemanticKITTI's other-vehicle (trailers, caravans, buses)."""
-    return [(BOX, (0.0, 0.0, 1.75), (3.1, 1.1, 1.35), 0.0, Material.PAINT, None),
-            (BOX, (0.4, 0.0, 2.2), (2.0, 1.12, 0.35), 0.0, Material.CABIN, None),
-            *_wheels((1.9, -1.9), 0.95, 0.4, 0.14)]
-
-
-def bicycle_parts() -> list[Part]:
-    return [(ELLIPSOID, (0.52, 0.0, 0.34), (0.34, 0.025, 0.34), 0.0, Material.TYRE, None),
-            (ELLIPSOID, (-0.52, 0.0, 0.34), (0.34, 0.025, 0.34), 0.0, Material.TYRE, None),
-            (BOX, (0.0, 0.0, 0.55), (0.42, 0.025, 0.03), 0.0, Material.PAINT, None),
-            (BOX, (0.05, 0.0, 0.78), (0.38, 0.025, 0.025), 0.0, Material.PAINT, None),
-            (BOX, (-0.2, 0.0, 0.62), (0.025, 0.025, 0.27), 0.0, Material.PAINT, None),
-            (BOX, (0.45, 0.0, 0.72), (0.025, 0.025, 0.3), 0.0, Material.PAINT, None),
-            (BOX, (0.45, 0.0, 1.0), (0.03, 0.28, 0.02), 0.0, Material.METAL, METAL_GREY),
-            (BOX, (-0.2, 0.0, 0.92), (0.13, 0.07, 0.03), 0.0, Material.CLOTH, (0.1, 0.1, 0.1))]
-
-
-def motorcycle_parts() -> list[Part]:
-    return [(ELLIPSOID, (0.72, 0.0, 0.31), (0.31, 0.07, 0.31), 0.0, Material.TYRE, None),
-            (ELLIPSOID, (-0.72, 0.0, 0.31), (0.31, 0.07, 0.31), 0.0, Material.TYRE, None),
-            (BOX, (0.0, 0.0, 0.62), (0.55, 0.18, 0.22), 0.0, Material.PAINT, None),
-            (BOX, (-0.25, 0.0, 0.90), (0.38, 0.15, 0.06), 0.0, Material.CLOTH, (0.08, 0.08, 0.08)),
-            (BOX, (0.6, 0.0, 1.02), (0.04, 0.36, 0.03), 0.0, Material.METAL, METAL_GREY)]
-
-
-def pedestrian_parts(height: float, shirt, trousers, skin) -> list[Part]:
-    k = height / 1.75
-    return [(BOX, (0.0, 0.1 * k, 0.44 * k), (0.08 * k, 0.08 * k, 0.44 * k), 0.0, Material.CLOTH, trousers),
-            (BOX, (0.0, -0.1 * k, 0.44 * k), (0.08 * k, 0.08 * k, 0.44 * k), 0.0, Material.CLOTH, trousers),
-            (BOX, (0.0, 0.0, 1.18 * k), (0.13 * k, 0.21 * k, 0.31 * k), 0.0, Material.CLOTH, shirt),
-            (BOX, (0.0, 0.27 * k, 1.15 * k), (0.06 * k, 0.05 * k, 0.29 * k), 0.0, Material.CLOTH, shirt),
-            (BOX, (0.0, -0.27 * k, 1.15 * k), (0.06 * k, 0.05 * k, 0.29 * k), 0.0, Material.CLOTH, shirt),
-            (ELLIPSOID, (0.0, 0.0, 1.63 * k), (0.10 * k, 0.09 * k, 0.12 * k), 0.0, Material.SKIN, skin)]
-
-
-def rider_parts(seat_height: float, shirt, trousers, head, head_material: Material) -> list[Part]:
-    """A person sitting on a two-wheeler (seat at `seat_height` metres, hands forward)."""
-    z = seat_height
-    return [(BOX, (0.05, 0.13, z - 0.05), (0.22, 0.07, 0.07), 0.0, Material.CLOTH, trousers),
-            (BOX, (0.05, -0.13, z - 0.05), (0.22, 0.07, 0.07), 0.0, Material.CLOTH, trousers),
-            (BOX, (0.25, 0.13, z - 0.3), (0.06, 0.06, 0.25), 0.0, Material.CLOTH, trousers),
-            (BOX, (0.25, -0.13, z - 0.3), (0.06, 0.06, 0.25), 0.0, Material.CLOTH, trousers),
-            (BOX, (-0.1, 0.0, z + 0.32), (0.13, 0.2, 0.3), 0.0, Material.CLOTH, shirt),
-            (BOX, (0.2, 0.22, z + 0.4), (0.25, 0.05, 0.05), 0.0, Material.CLOTH, shirt),
-            (BOX, (0.2, -0.22, z + 0.4), (0.25, 0.05, 0.05), 0.0, Material.CLOTH, shirt),
-            (ELLIPSOID, (-0.05, 0.0, z + 0.78), (0.12, 0.11, 0.13), 0.0, head_material, head)]
-
-
-def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
-    """Build a deterministic street for `seed` covering ``config.x_min .. config.x_max``."""
-    if not config.x_max > config.x_min:
-        raise ValueError(f"SceneConfig.x_max ({config.x_max}) must exceed x_min ({config.x_min})")
-    rng = np.random.default_rng(seed)
-    builder = PrimitiveBuilder()
-    instances = itertools.count(1)
-    patches: list[tuple[float, float, float, float, float, int]] = []
-
-    for x0 in np.arange(config.x_min, config.x_max, SLAB_LENGTH):
-        half = SLAB_LENGTH / 2
-        for y0, y1 in ((PARKING_OUTER_Y, LEFT_SIDEWALK_OUTER_Y), (RIGHT_SIDEWALK_OUTER_Y, -ROAD_HALF_WIDTH)):
-            builder.box((x0 + half, (y0 + y1) / 2, KERB_HEIGHT / 2), (half, (y1 - y0) / 2, KERB_HEIGHT / 2), 0.0,
-                        RAW["sidewalk"], 0, Material.PAVING)
-
-    for k, bx in enumerate(np.arange(config.x_min, config.x_max, BLOCK_LENGTH)):
-        _block(builder, rng, instances, patches, float(bx), k, config)
-
-    band_edges = np.array([FENCE_Y, RIGHT_SIDEWALK_OUTER_Y, -ROAD_HALF_WIDTH, ROAD_HALF_WIDTH, PARKING_OUTER_Y,
-                           LEFT_SIDEWALK_OUTER_Y, FRONT_GARDEN_OUTER_Y])
-    band_raw = np.array([RAW["terrain"], RAW["terrain"], RAW["sidewalk"], RAW["road"], RAW["parking"],
-                         RAW["sidewalk"], RAW["terrain"], RAW["other-ground"]], np.uint32)
-    patch_array = np.array([p[:5] for p in patches], np.float64).reshape(-1, 5)
-    ground = GroundLayout(band_edges, band_raw, patch_array, np.array([p[5] for p in patches], np.uint32))
-    return Scene(builder.build(), ground, (config.x_min, config.x_max))
+    oncoming_car_probability: float = 0.4
 
 
 def _choice(rng: np.random.Generator, options: list):
     return options[int(rng.integers(len(options)))]
 
 
-def _block(b: PrimitiveBuilder, rng: np.random.Generator, instances, patches: list, bx: float, k: int,
-           config: SceneConfig) -> None:
-    """One 30 m block of street starting at x = bx (every class appears at least once)."""
-    u = rng.uniform
-    end = bx + BLOCK_LENGTH
+class _World:
+    """Scene construction state: the builder, the plan, instance ids, the random stream."""
 
-    # Left: buildings behind front gardens, yards (other-ground) visible in the gaps.
-    x = bx + u(0.0, 2.0)
-    while x < end - 4.0:
-        width = min(u(8.0, 16.0), end + 2.0 - x)
-        y0, depth, height = FRONT_GARDEN_OUTER_Y + u(0.0, 1.5), u(8.0, 14.0), u(6.0, 18.0)
-        b.box((x + width / 2, y0 + depth / 2, height / 2), (width / 2, depth / 2, height / 2), 0.0, RAW["building"],
-              0, Material.FACADE, _choice(rng, FACADE_COLOURS))
-        x += width + u(2.5, 6.0)
-    bush_x = bx + u(2.0, 28.0)
-    b.ellipsoid((bush_x, u(9.6, 10.4), 0.35), (u(0.6, 1.2), 0.55, u(0.5, 0.8)), u(0, np.pi), RAW["vegetation"], 0,
-                Material.FOLIAGE)
-    fence_x = bx + u(3.0, 20.0)
-    b.box((fence_x + 3.0, FRONT_GARDEN_OUTER_Y - 0.2, 0.5), (3.0, 0.03, 0.5), 0.0, RAW["fence"], 0, Material.FENCE,
-          _choice(rng, FENCE_COLOURS))
+    def __init__(self, plan: StreetPlan, seed: int) -> None:
+        self.b = PrimitiveBuilder()
+        self.plan = plan
+        self.seed = seed
+        self.rng = stream(seed, 0)
+        self.instances = itertools.count(1)
 
-    # Street furniture: lamp posts on both sides, traffic signs.
-    for lamp_x, lamp_y, side in ((bx + 2.0, PARKING_OUTER_Y + 0.35, -1.0), (bx + 17.0, -ROAD_HALF_WIDTH - 0.35, 1.0)):
-        b.cylinder(lamp_x, lamp_y, 0.0, 7.5, 0.09, RAW["pole"], 0, Material.METAL, METAL_GREY)
-        b.box((lamp_x, lamp_y + side * 0.9, 7.45), (0.05, 0.9, 0.05), 0.0, RAW["pole"], 0, Material.METAL, METAL_GREY)
-        b.box((lamp_x, lamp_y + side * 1.7, 7.35), (0.22, 0.14, 0.07), 0.0, RAW["pole"], 0, Material.METAL,
-              (0.35, 0.36, 0.38))
-    for sign_x, sign_y in ((bx + u(12.0, 16.0), PARKING_OUTER_Y + 0.3), (bx + u(22.0, 28.0), -ROAD_HALF_WIDTH - 0.3)):
-        b.cylinder(sign_x, sign_y, 0.0, 2.3, 0.035, RAW["pole"], 0, Material.METAL, METAL_GREY)
-        yaw = 0.0 if sign_y < 0 else np.pi
-        b.box((sign_x, sign_y, 2.62), (0.02, 0.32, 0.32), yaw, RAW["traffic-sign"], 0, Material.SIGN,
-              _choice(rng, SIGN_COLOURS))
+    def use(self, *tag: int) -> np.random.Generator:
+        """Draw from the stream `tag` of the world's seed from now on (see `layout.stream`)."""
+        self.rng = stream(self.seed, *tag)
+        return self.rng
 
-    # Parking strip: cars, one truck or other-vehicle, one motorcycle, and some empty bays.
-    kinds = ["big", "motorcycle", "car", "car", "car"]
-    rng.shuffle(kinds)
-    x = bx + 3.0 + u(0.0, 1.0)
-    parking_y = (ROAD_HALF_WIDTH + PARKING_OUTER_Y) / 2
-    for kind in kinds:
-        if kind == "big":
-            raw, parts, length = ((RAW["truck"], truck_parts(), 7.6) if k % 2 == 0
-                                  else (RAW["other-vehicle"], other_vehicle_parts(), 6.3))
-        elif kind == "motorcycle":
-            raw, parts, length = RAW["motorcycle"], motorcycle_parts(), 2.1
+    def height(self, x: float, y: float) -> float:
+        return float(self.plan.ground.height(x, y))
+
+    def place(self, parts: list[Part], x: float, y: float, yaw: float, raw: int, colour, half=(1.0, 0.5),
+              instance: int | None = None) -> None:
+        """Put an object's parts on the ground at (x, y), pitched and rolled with it over its `half` footprint."""
+        c, s = np.cos(yaw), np.sin(yaw)
+        hx, hy = half
+        h = self.plan.ground.height
+        front, back = h(x + c * hx, y + s * hx), h(x - c * hx, y - s * hx)
+        left, right = h(x - s * hy, y + c * hy), h(x + s * hy, y - c * hy)
+        pitch = float(np.arctan2(front - back, 2 * hx))
+        roll = float(np.arctan2(left - right, 2 * hy))
+        z = float(0.25 * (front + back + left + right))
+        rot = rotation_matrix(yaw, pitch, roll)
+        inst = next(self.instances) if instance is None else instance
+        for kind, centre, size, part_yaw, material, part_colour in parts:
+            world = np.array([x, y, z]) + rot @ np.asarray(centre)
+            self.b.add(kind, world, size, 0.0, raw, inst, material, colour if part_colour is None else part_colour,
+                       rotation=rot @ rotation_matrix(part_yaw))
+
+    def car(self, x: float, y: float, yaw: float) -> float:
+        shape = random_car(self.rng)
+        self.place(car_parts(shape), x, y, yaw, RAW["car"], _choice(self.rng, CAR_COLOURS),
+                   (shape.length * 0.3, shape.width * 0.45))
+        return shape.length
+
+    def person(self, x: float, y: float) -> None:
+        rng = self.rng
+        parts = pedestrian_parts(rng.uniform(1.55, 1.9), _choice(rng, CLOTH_COLOURS),
+                                 _choice(rng, CLOTH_COLOURS[:2] + CLOTH_COLOURS[5:6]), _choice(rng, SKIN_COLOURS))
+        self.place(parts, x, y, rng.uniform(-np.pi, np.pi), RAW["person"], None, (0.1, 0.1))
+
+    def rider(self, x: float, y: float, yaw: float, bicycle: bool) -> None:
+        """A bicyclist or motorcyclist: vehicle and person share the rider class and one instance id."""
+        rng = self.rng
+        shirt, trousers = _choice(rng, CLOTH_COLOURS), _choice(rng, CLOTH_COLOURS[:2])
+        if bicycle:
+            vehicle, raw = bicycle_parts(), RAW["bicyclist"]
+            rider = rider_parts(0.92, shirt, trousers, _choice(rng, SKIN_COLOURS), Material.SKIN)
         else:
-            raw, parts, length = RAW["car"], car_parts(), 4.3
-        if x + length > end - 0.5:
-            continue
-        yaw = _choice(rng, [0.0, np.pi]) + u(-0.04, 0.04)
-        colour = _choice(rng, CAR_COLOURS) if kind != "big" or k % 2 else _choice(rng, CAR_COLOURS[2:5])
-        if raw == RAW["other-vehicle"]:
-            colour = _choice(rng, [(0.92, 0.90, 0.84), (0.85, 0.75, 0.45)])
-        _place(b, parts, x + length / 2, parking_y + u(-0.1, 0.1), yaw, raw, next(instances), colour)
-        x += length + u(0.8, 2.5)
+            vehicle, raw = motorcycle_parts(), RAW["motorcyclist"]
+            rider = rider_parts(0.93, shirt, trousers, _choice(rng, CAR_COLOURS), Material.PAINT)  # helmet
+        self.place(vehicle + rider, x, y, yaw + rng.uniform(-0.05, 0.05), raw, _choice(rng, CAR_COLOURS), (0.6, 0.2))
 
-    # Sidewalks: parked bicycles (the right one is in the LiDAR's clear view) and pedestrians.
-    _place(b, bicycle_parts(), bx + u(3.0, 14.0), RIGHT_SIDEWALK_OUTER_Y + 0.45, _choice(rng, [0.0, np.pi]),
-           RAW["bicycle"], next(instances), _choice(rng, CAR_COLOURS))
-    if rng.random() < 0.5:
-        _place(b, motorcycle_parts(), bx + u(16.0, 27.0), RIGHT_SIDEWALK_OUTER_Y + 0.6, _choice(rng, [0.0, np.pi]),
-               RAW["motorcycle"], next(instances), _choice(rng, CAR_COLOURS))
-    if rng.random() < 0.5:
-        _place(b, bicycle_parts(), bx + u(4.0, 26.0), LEFT_SIDEWALK_OUTER_Y - 0.45, _choice(rng, [0.0, np.pi]),
-               RAW["bicycle"], next(instances), _choice(rng, CAR_COLOURS))
-    for _ in range(int(rng.integers(1, 3))):
-        _person(b, rng, instances, bx + u(1.0, 29.0), u(PARKING_OUTER_Y + 0.6, LEFT_SIDEWALK_OUTER_Y - 0.8))
-    if rng.random() < 0.5:
-        _person(b, rng, instances, bx + u(1.0, 29.0), u(RIGHT_SIDEWALK_OUTER_Y + 0.5, -ROAD_HALF_WIDTH - 0.8))
+    def building(self, x0: float, x1: float, y0: float, y1: float, height: float) -> None:
+        """A block over [x0, x1] x [y0, y1] metres, its base below the lowest ground under it."""
+        xm, ym = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+        low, high = self.plan.ground.footprint_height(xm, ym, 0.5 * (x1 - x0), 0.5 * (y1 - y0))
+        z0, z1 = low - 0.5, high + height
+        self.b.box((xm, ym, 0.5 * (z0 + z1)), (0.5 * (x1 - x0), 0.5 * (y1 - y0), 0.5 * (z1 - z0)), 0.0,
+                   RAW["building"], 0, Material.FACADE, _choice(self.rng, FACADE_COLOURS))
 
-    # Road: a bicyclist at the right edge, a motorcyclist and maybe a car in the oncoming lane.
-    _rider(b, rng, instances, bx + u(4.0, 26.0), -ROAD_HALF_WIDTH + 0.55, 0.0, bicycle=True)
-    _rider(b, rng, instances, bx + u(3.0, 11.0), ONCOMING_LANE_Y + u(-0.3, 0.3), np.pi, bicycle=False)
-    if rng.random() < config.oncoming_car_probability:
-        _place(b, car_parts(), bx + u(17.0, 27.0), ONCOMING_LANE_Y + u(-0.2, 0.2), np.pi + u(-0.03, 0.03),
-               RAW["car"], next(instances), _choice(rng, CAR_COLOURS))
+    def fence(self, x0: float, y0: float, x1: float, y1: float, height: float, colour=None) -> None:
+        """A straight fence from (x0, y0) to (x1, y1), in pieces that follow the ground."""
+        length = float(np.hypot(x1 - x0, y1 - y0))
+        if length < 0.3:
+            return
+        yaw = float(np.arctan2(y1 - y0, x1 - x0))
+        colour = colour or _choice(self.rng, FENCE_COLOURS)
+        pieces = max(1, int(np.ceil(length / 5.0)))
+        for k in range(pieces):
+            a, c = k / pieces, (k + 1) / pieces
+            xm, ym = x0 + (a + c) / 2 * (x1 - x0), y0 + (a + c) / 2 * (y1 - y0)
+            z = self.height(xm, ym)
+            self.b.box((xm, ym, z + height / 2 - 0.05), (length / pieces / 2, 0.03, height / 2 + 0.05), yaw,
+                       RAW["fence"], 0, Material.FENCE, colour)
 
-    # Right: a hedge along the sidewalk, a gravel patch or a parking lot, trees and bushes, a fence.
-    if rng.random() < 0.5:
-        length, height = u(6.0, 14.0), u(0.7, 1.3)
-        b.box((bx + u(2.0, 28.0 - length) + length / 2, RIGHT_SIDEWALK_OUTER_Y - 0.5, height / 2),
-              (length / 2, 0.4, height / 2), 0.0, RAW["vegetation"], 0, Material.FOLIAGE)
-    free_x: tuple[float, float] | None = None
-    if k % 3 == 1:  # a parking lot with cars parked across it
-        lot = (bx + 8.0, bx + 8.0 + 6 * LOT_BAY_WIDTH, -14.5, -8.0)
-        patches.append((*lot, LOT_BAY_WIDTH, RAW["parking"]))
-        for bay in range(6):
+    def pole(self, x: float, y: float, sign: int, lamp: bool) -> None:
+        """A lamp post (arm over the road, towards -`sign` y) or a traffic sign, standing on the ground."""
+        z = self.height(x, y)
+        if lamp:
+            self.b.cylinder(x, y, z - 0.2, z + 7.5, 0.09, RAW["pole"], 0, Material.METAL, METAL_GREY)
+            self.b.box((x, y - sign * 0.9, z + 7.45), (0.05, 0.9, 0.05), 0.0, RAW["pole"], 0, Material.METAL,
+                       METAL_GREY)
+            self.b.box((x, y - sign * 1.7, z + 7.35), (0.22, 0.14, 0.07), 0.0, RAW["pole"], 0, Material.METAL,
+                       (0.35, 0.36, 0.38))
+        else:
+            self.b.cylinder(x, y, z - 0.2, z + 2.3, 0.035, RAW["pole"], 0, Material.METAL, METAL_GREY)
+            yaw = 0.0 if sign < 0 else np.pi  # the sign's face looks at the traffic coming towards it
+            self.b.box((x, y, z + 2.62), (0.02, 0.32, 0.32), yaw, RAW["traffic-sign"], 0, Material.SIGN,
+                       _choice(self.rng, SIGN_COLOURS))
+
+
+def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
+    """Build a deterministic street for `seed` covering ``config.x_min .. config.x_max``."""
+    if not config.x_max > config.x_min:
+        raise ValueError(f"SceneConfig.x_max ({config.x_max}) must exceed x_min ({config.x_min})")
+    plan = plan_street(seed, (config.x_min, config.x_max))
+    w = _World(plan, seed)
+    build_slabs(plan.ground, w.b)
+    for sign in (1, -1):
+        for k, seg in enumerate(s for s in plan.segments if s.sign == sign):
+            w.use(STREAM_FRONTAGE, sign + 1, k)
+            _frontage(w, seg)
+        _kerbside(w, sign)
+    for k, junction in enumerate(plan.junctions):
+        w.use(STREAM_JUNCTION, k)
+        _junction(w, junction)
+    for k, x0 in enumerate(np.arange(config.x_min, config.x_max, RARE_BLOCK)):
+        w.use(STREAM_RARE, k)
+        _rare(w, float(x0), config)
+    return Scene(_number_instances(w.b.build()), plan, (config.x_min, config.x_max))
+
+
+def _number_instances(p: Primitives) -> Primitives:
+    """Renumber instances 1, 2, ... by where the objects stand along the street (their first part's x), so
+    that an object's id does not depend on how far the street was generated or in which order."""
+    ids = p.instance.astype(np.int64)
+    things = np.unique(ids[ids > 0])
+    if things.size == 0:
+        return p
+    first = np.array([np.flatnonzero(ids == i)[0] for i in things])
+    anchor = p.center[first]
+    order = np.lexsort((anchor[:, 1], anchor[:, 0]))
+    lut = np.zeros(int(ids.max()) + 1, np.int64)
+    lut[things[order]] = np.arange(1, things.size + 1)
+    if things.size >= 1 << 16:
+        raise ValueError(f"{things.size} object instances do not fit the 16-bit instance ids")
+    return replace(p, instance=lut[ids].astype(np.uint16))
+
+
+def _kerbside(w: _World, sign: int) -> None:
+    """Parked cars along one side, lamp posts and signs at the kerb, street trees in the verge."""
+    plan = w.plan
+    e, side = plan.u_edges(sign), plan.sides[sign]
+    x_min, x_max = plan.x_range
+    rng = w.use(STREAM_PARKED, sign + 1)
+    if side.parking > 0:
+        x = x_min + rng.uniform(0.0, 4.0)
+        u_car = 0.5 * (e["road"] + e["parking"])
+        while x < x_max - 6.0:
+            slot = rng.uniform(*SLOT)
+            seg = plan.segment_at(x, sign)
+            if not plan.blocked(x + slot / 2, sign, 4.0) and rng.random() < seg.parked:
+                yaw = _choice(rng, [0.0, np.pi]) + rng.uniform(-0.04, 0.04)
+                w.car(x + slot / 2, sign * (u_car + rng.uniform(-0.15, 0.1)), yaw)
+            x += slot
+    rng = w.use(STREAM_BAY_CARS, sign + 1)
+    for bay_sign, x0, x1 in plan.bays:
+        if bay_sign == sign and side.parking == 0 and rng.random() < 0.5:
+            u_bay = e["road"] + 1.15
+            w.car(0.5 * (x0 + x1) + rng.uniform(-1.0, 1.0), sign * u_bay, _choice(rng, [0.0, np.pi]))
+    rng = w.use(STREAM_LAMPS, sign + 1)
+    lamp_x = x_min + rng.uniform(0.0, 30.0)
+    while lamp_x < x_max:
+        if not plan.blocked(lamp_x, sign, 0.5):
+            w.pole(lamp_x, sign * (e["parking"] + 0.4), sign, lamp=True)
+        lamp_x += rng.uniform(24.0, 36.0)
+    rng = w.use(STREAM_SIGNS, sign + 1)
+    sign_x = x_min + rng.uniform(0.0, 40.0)
+    while sign_x < x_max:
+        if not plan.blocked(sign_x, sign, 0.5):
+            w.pole(sign_x, sign * (e["parking"] + 0.3), sign, lamp=False)
+        sign_x += rng.uniform(30.0, 70.0)
+    rng = w.use(STREAM_TREES, sign + 1)
+    if side.verge > 0.9:
+        x = x_min + rng.uniform(0.0, 8.0)
+        u_tree = e["parking"] + side.verge / 2
+        while x < x_max:
+            if not plan.blocked(x, sign, 1.5):
+                tree(w.b, rng, x, sign * u_tree, w.height(x, sign * u_tree), size=rng.uniform(0.7, 1.2))
+                if side.verge > 1.6 and rng.random() < 0.5:  # low shrubs between the street trees
+                    xb = x + rng.uniform(3.0, 5.0)
+                    bush(w.b, rng, xb, sign * u_tree, w.height(xb, sign * u_tree), size=rng.uniform(0.5, 0.8))
+            x += rng.uniform(7.0, 13.0)
+
+
+def _frontage(w: _World, seg: Segment) -> None:
+    """What stands beyond the sidewalk along one segment: hedges / fences, gardens, buildings, fields, woods."""
+    plan, rng = w.plan, w.rng
+    sign = seg.sign
+    out = plan.u_edges(sign)["sidewalk"]
+    u = rng.uniform
+
+    def free(x0: float, x1: float, margin: float = 1.0) -> list[tuple[float, float]]:
+        """Sub-intervals of [x0, x1] outside the cross-street corridors of this side."""
+        pieces = [(x0, x1)]
+        for j in plan.junctions:
+            if sign in j.signs:
+                a, b = j.corridor(margin)
+                pieces = [p for q in pieces for p in ((q[0], min(q[1], a)), (max(q[0], b), q[1])) if p[1] - p[0] > 0.5]
+        return pieces
+
+    boundary_u = out + 0.05
+    for a, b in free(seg.x0, seg.x1):
+        if seg.boundary == "hedge":
+            height, depth = u(0.9, 2.5), u(0.7, 1.4)
+            hedge(w.b, rng, a, b, sign * (boundary_u + depth / 2), lambda x: w.height(x, sign * boundary_u), depth,
+                  height)
+        elif seg.boundary == "fence":
+            w.fence(a, sign * (out + 0.1), b, sign * (out + 0.1), u(0.8, 1.6))
+    if seg.frontage in ("garden", "urban"):
+        for a, b in free(seg.x0, seg.x1, 2.0):
+            x = a + u(0.0, 3.0)
+            while x < b - 5.0:
+                width = min(u(8.0, 18.0), b - x)
+                y0 = out + seg.depth
+                w.building(x, x + width, *sorted((sign * y0, sign * (y0 + u(8.0, 14.0)))), u(5.0, 16.0))
+                gap = u(2.5, 8.0)
+                if seg.frontage == "garden" and seg.depth > 1.5 and rng.random() < 0.25:  # fence between houses
+                    fx = x + width + gap / 2
+                    w.fence(fx, sign * (out + 0.3), fx, sign * (y0 + 3.0), u(0.9, 1.6))
+                x += width + gap
+            if seg.depth > 4.0 and rng.random() < 0.5:  # a hedge or shrubs along the house fronts
+                y_front = out + seg.depth - 0.7
+                hedge(w.b, rng, a, b, sign * y_front, lambda x, yf=y_front: w.height(x, sign * yf), u(0.6, 1.0),
+                      u(0.7, 1.5))
+            if seg.depth > 2.0:
+                x = a + u(0.0, 6.0)
+                while x < b:
+                    uu = out + u(0.8, seg.depth - 0.5)
+                    if rng.random() < 0.7:
+                        bush(w.b, rng, x, sign * uu, w.height(x, sign * uu), size=u(0.8, 1.5))
+                    else:
+                        tree(w.b, rng, x, sign * uu, w.height(x, sign * uu), size=u(0.6, 1.1))
+                    x += u(3.0, 8.0)
+    elif seg.frontage == "field":
+        for a, b in free(seg.x0, seg.x1):
+            x = a + u(0.0, 8.0)
+            while x < b:
+                uu = out + u(2.0, seg.depth)
+                (bush if rng.random() < 0.6 else tree)(w.b, rng, x, sign * uu, w.height(x, sign * uu), u(0.7, 1.3))
+                x += u(6.0, 16.0)
+            far = out + seg.depth
             if rng.random() < 0.6:
-                _place(b, car_parts(), lot[0] + (bay + 0.5) * LOT_BAY_WIDTH, -11.0, _choice(rng, [0.5, -0.5]) * np.pi,
-                       RAW["car"], next(instances), _choice(rng, CAR_COLOURS))
-        free_x = (lot[0] - 1.0, lot[1] + 1.0)
+                wood_edge(w.b, rng, a, b, sign * far, sign, w.height)
+            else:
+                x = a + u(0.0, 4.0)
+                while x < b - 6.0:
+                    width = min(u(8.0, 20.0), b - x)
+                    w.building(x, x + width, *sorted((sign * far, sign * (far + u(8.0, 14.0)))), u(4.0, 12.0))
+                    x += width + u(3.0, 10.0)
+    elif seg.frontage == "wood":
+        for a, b in free(seg.x0, seg.x1):
+            wood_edge(w.b, rng, a, b, sign * (out + seg.depth), sign, w.height)
+            x = a + u(0.0, 5.0)
+            while x < b:
+                uu = out + u(0.5, max(seg.depth, 1.0))
+                bush(w.b, rng, x, sign * uu, w.height(x, sign * uu), u(0.8, 1.5))
+                x += u(3.0, 8.0)
+    elif seg.frontage == "lot":
+        for a, b in free(seg.x0 + 2.0, seg.x1 - 2.0, 2.0):
+            for row_u, yaw in ((out + 1.0 + 2.7, np.pi / 2), (out + seg.depth - 2.7, -np.pi / 2)):
+                if row_u + 2.0 > out + seg.depth:
+                    continue
+                x = a + 1.3
+                while x < b - 1.3:
+                    if rng.random() < 0.55:
+                        w.car(x, sign * row_u, yaw + u(-0.05, 0.05))
+                    x += 2.6
+        far = out + seg.depth + 1.0
+        for a, b in free(seg.x0, seg.x1):
+            hedge(w.b, rng, a, b, sign * (far + 0.5), lambda x: w.height(x, sign * far), 1.0, u(1.0, 2.0))
+
+
+def _junction(w: _World, j) -> None:
+    """Corner signs, cars parked along and waiting in the cross street, buildings along it."""
+    plan, rng = w.plan, w.rng
+    for sign in j.signs:
+        start = plan.u_edges(sign)["sidewalk"]
+        for d in (-1.0, 1.0):
+            corner_x = j.x + d * (j.half_width + j.verge + 0.4)
+            w.pole(corner_x, sign * (start + 0.5), sign, lamp=False)
+            x_park = j.x + d * (j.half_width - 1.1)
+            uu = start + rng.uniform(3.0, 10.0)
+            while uu < 70.0:
+                if rng.random() < 0.15:
+                    w.car(x_park, sign * uu, np.pi / 2 * sign * d + rng.uniform(-0.04, 0.04))
+                uu += rng.uniform(*SLOT)
+            reach = j.half_width + j.verge + j.sidewalk
+            uu = start + rng.uniform(14.0, 24.0)
+            while uu < 70.0:
+                depth = rng.uniform(8.0, 16.0)
+                setback = rng.uniform(2.0, 8.0)
+                xa = j.x + d * (reach + setback)
+                xb = xa + d * rng.uniform(8.0, 12.0)
+                w.building(min(xa, xb), max(xa, xb), *sorted((sign * uu, sign * (uu + depth))), rng.uniform(5.0, 14.0))
+                uu += depth + rng.uniform(4.0, 12.0)
+        if rng.random() < 0.4:  # a car waiting to turn out of the cross street
+            w.car(j.x - sign * j.half_width / 2, sign * (plan.road_half_width + rng.uniform(3.0, 6.0)),
+                  -sign * np.pi / 2 + rng.uniform(-0.1, 0.1))
+
+
+def _rare(w: _World, x0: float, config: SceneConfig) -> None:
+    """One of each rarer class in [x0, x0 + RARE_BLOCK): a big vehicle, two-wheelers, riders, people, a bay."""
+    plan, rng = w.plan, w.rng
+    u = rng.uniform
+    road = plan.road_half_width
+    x1 = x0 + RARE_BLOCK
+
+    def clear_x(sign: int, margin: float = 4.0) -> float:
+        for _ in range(20):
+            x = u(x0 + 2.0, x1 - 2.0)
+            if not plan.blocked(x, sign, margin):
+                return float(x)
+        return float(u(x0 + 2.0, x1 - 2.0))
+
+    # a truck or a caravan: parked down a cross street, else at the left kerb, else oncoming
+    truck = int(x0 // RARE_BLOCK) % 2 == 0
+    parts, raw, half = ((truck_parts(), RAW["truck"], (3.0, 1.0)) if truck
+                        else (other_vehicle_parts(), RAW["other-vehicle"], (2.5, 0.9)))
+    colour = _choice(rng, CAR_COLOURS[2:5]) if truck else _choice(rng, [(0.92, 0.90, 0.84), (0.85, 0.75, 0.45)])
+    near = [j for j in plan.junctions if x0 - 10.0 <= j.x < x1 + 10.0]
+    if near:
+        j = near[int(rng.integers(len(near)))]
+        sign = _choice(rng, list(j.signs))
+        d = _choice(rng, [-1.0, 1.0])
+        w.place(parts, j.x + d * (j.half_width - 1.3), sign * u(14.0, 30.0), sign * d * np.pi / 2, raw, colour, half)
+    elif plan.sides[1].parking > 0:
+        e = plan.u_edges(1)
+        w.place(parts, clear_x(1, 6.0), 0.5 * (e["road"] + e["parking"]) + 0.2, _choice(rng, [0.0, np.pi]), raw,
+                colour, half)
     else:
-        gx, gl = bx + u(0.0, 15.0), u(5.0, 12.0)
-        patches.append((gx, gx + gl, u(-15.0, -12.0), u(-9.0, -7.0), 0.0, RAW["other-ground"]))
-    for _ in range(2):
-        tx = _free(rng, bx, free_x)
-        ty, trunk_h, trunk_r = u(-14.0, -8.5), u(1.8, 3.2), u(0.15, 0.3)
-        b.cylinder(tx, ty, 0.0, trunk_h + 0.5, trunk_r, RAW["trunk"], 0, Material.BARK)
-        rx, rz = u(1.4, 2.6), u(1.5, 3.0)
-        b.ellipsoid((tx, ty, trunk_h + 0.7 * rz), (rx, rx * u(0.8, 1.0), rz), u(0, np.pi), RAW["vegetation"], 0,
-                    Material.FOLIAGE)
-    for _ in range(2):
-        rz = u(0.4, 0.9)
-        b.ellipsoid((_free(rng, bx, free_x), u(-15.0, -7.5), 0.6 * rz), (u(0.5, 1.2), u(0.5, 1.2), rz), u(0, np.pi),
-                    RAW["vegetation"], 0, Material.FOLIAGE)
-    gap = bx + u(2.0, 25.0), u(2.0, 5.0)
-    height, colour = u(1.2, 1.8), _choice(rng, FENCE_COLOURS)
-    for f0, f1 in ((bx, gap[0]), (gap[0] + gap[1], end)):
-        if f1 - f0 > 0.2:
-            b.box(((f0 + f1) / 2, FENCE_Y, height / 2), ((f1 - f0) / 2, 0.03, height / 2), 0.0, RAW["fence"], 0,
-                  Material.FENCE, colour)
-    if rng.random() < 0.7:
-        width, depth, height = u(8.0, 20.0), u(8.0, 14.0), u(4.0, 12.0)
-        x = bx + u(0.0, 8.0)
-        b.box((x + width / 2, RIGHT_BUILDING_Y - depth / 2, height / 2), (width / 2, depth / 2, height / 2), 0.0,
-              RAW["building"], 0, Material.FACADE, _choice(rng, FACADE_COLOURS))
-
-
-def _free(rng: np.random.Generator, bx: float, blocked: tuple[float, float] | None) -> float:
-    """An x in the block outside the `blocked` interval (if any)."""
-    for _ in range(20):
-        x = bx + rng.uniform(1.0, BLOCK_LENGTH - 1.0)
-        if blocked is None or not blocked[0] <= x <= blocked[1]:
-            return float(x)
-    return bx + 0.5
-
-
-def _person(b: PrimitiveBuilder, rng: np.random.Generator, instances, x: float, y: float) -> None:
-    parts = pedestrian_parts(rng.uniform(1.55, 1.9), _choice(rng, CLOTH_COLOURS), _choice(rng, CLOTH_COLOURS[:2] +
-                             CLOTH_COLOURS[5:6]), _choice(rng, SKIN_COLOURS))
-    _place(b, parts, x, y, rng.uniform(-np.pi, np.pi), RAW["person"], next(instances), None)
-
-
-def _rider(b: PrimitiveBuilder, rng: np.random.Generator, instances, x: float, y: float, yaw: float,
-           bicycle: bool) -> None:
-    """A bicyclist or motorcyclist: vehicle and person share the rider class and one instance id."""
-    shirt, trousers = _choice(rng, CLOTH_COLOURS), _choice(rng, CLOTH_COLOURS[:2])
-    if bicycle:
-        vehicle, raw = bicycle_parts(), RAW["bicyclist"]
-        rider = rider_parts(0.92, shirt, trousers, _choice(rng, SKIN_COLOURS), Material.SKIN)
+        sign = _choice(rng, [1, -1])  # parked in a yard or field beyond the sidewalk
+        x = clear_x(sign, 6.0)
+        yard = sign * (plan.u_edges(sign)["sidewalk"] + u(8.0, 20.0))
+        w.place(parts, x, yard, _choice(rng, [0.0, np.pi]) + u(-0.3, 0.3), raw, colour, half)
+    # parked two-wheelers on the sidewalks
+    for parts, raw in ((bicycle_parts(), RAW["bicycle"]), (motorcycle_parts(), RAW["motorcycle"])):
+        sign = _choice(rng, [1, -1])
+        e = plan.u_edges(sign)
+        x = clear_x(sign, 1.0)
+        w.place(parts, x, sign * (e["sidewalk"] - 0.5), _choice(rng, [0.0, np.pi]), raw, _choice(rng, CAR_COLOURS),
+                (0.5, 0.15))
+    # people on the sidewalks
+    for _ in range(int(rng.integers(1, 4))):
+        sign = _choice(rng, [1, -1])
+        e = plan.u_edges(sign)
+        x = clear_x(sign, 0.0)
+        w.person(x, sign * u(e["verge"] + 0.4, e["sidewalk"] - 0.4))
+    # riders: a bicyclist at the right edge (or the left one on a narrow road), a motorcyclist oncoming
+    if road - plan.ego_offset > 2.1 and rng.random() < 0.5:  # room to pass the bicyclist on the right
+        w.rider(u(x0, x1), -(road - 0.55), 0.0, bicycle=True)
     else:
-        vehicle, raw = motorcycle_parts(), RAW["motorcyclist"]
-        rider = rider_parts(0.93, shirt, trousers, _choice(rng, CAR_COLOURS), Material.PAINT)  # helmet
-    _place(b, vehicle + rider, x, y, yaw + rng.uniform(-0.05, 0.05), raw, next(instances), _choice(rng, CAR_COLOURS))
+        w.rider(u(x0 + 20.0, x1), road - 0.55, np.pi, bicycle=True)
+    w.rider(u(x0, x0 + 12.0), plan.oncoming_lane_y + u(-0.3, 0.3), np.pi, bicycle=False)
+    if rng.random() < config.oncoming_car_probability:
+        w.car(u(x0 + 14.0, x0 + 19.0), plan.oncoming_lane_y + u(-0.2, 0.2), np.pi + u(-0.03, 0.03))

@@ -12,9 +12,9 @@ Folder layout (SemanticKITTI / KITTI odometry):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -24,7 +24,7 @@ from elite_ros.atomic import atomic_dir
 
 from .camera import CAMERA_RANGE, KITTI_P0, KITTI_P1, KITTI_P2, KITTI_P3, KITTI_TR, CameraFrame, render
 from .lidar import LidarConfig, LidarScan, scan
-from .pose import FRAME_PERIOD, EgoPose, TrajectoryConfig, ego_trajectory
+from .pose import FRAME_PERIOD, EgoPose, TrajectoryConfig, ego_trajectory, trajectory_x
 from .scene import Scene, SceneConfig, generate_scene
 
 SCENE_MARGIN_BEHIND = 130.0  # metres of street generated behind the first pose (> LiDAR range)
@@ -54,9 +54,11 @@ class SyntheticSequence:
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
-        self.poses: list[EgoPose] = ego_trajectory(self.frames, self.seed, self.trajectory)
-        config = SceneConfig(x_min=self.poses[0].x - SCENE_MARGIN_BEHIND, x_max=self.poses[-1].x + SCENE_MARGIN_AHEAD)
+        xs = trajectory_x(self.frames, self.seed, self.trajectory)
+        config = SceneConfig(x_min=float(xs[0]) - SCENE_MARGIN_BEHIND, x_max=float(xs[-1]) + SCENE_MARGIN_AHEAD)
         self.scene: Scene = generate_scene(self.seed, config)
+        self.poses: list[EgoPose] = ego_trajectory(self.frames, self.seed, self.trajectory, self.scene.ground,
+                                                   self.scene.plan.ego_lane_y)
 
     def __len__(self) -> int:
         return self.frames
