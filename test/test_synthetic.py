@@ -20,12 +20,20 @@ from elite_ros_training.synthetic import (
 )
 from elite_ros_training.synthetic import sequence as sequence_module
 from elite_ros_training.synthetic.camera import PinholeCover, camera_rays_lidar_frame
-from elite_ros_training.synthetic.lidar import SphericalCover, beam_elevations, sensor_directions
+from elite_ros_training.synthetic.ground import roughness
+from elite_ros_training.synthetic.lidar import (
+    SphericalCover,
+    azimuths,
+    beam_elevations,
+    ego_occlusion,
+    sensor_directions,
+)
 from elite_ros_training.synthetic.materials import Material
 from elite_ros_training.synthetic.pose import EgoPose
 from elite_ros_training.synthetic.primitives import PrimitiveBuilder, intersect
 from elite_ros_training.synthetic.raycast import cast
 from elite_ros_training.synthetic.scene import RAW, Scene, SceneConfig, generate_scene
+from elite_ros_training.synthetic.vehicles import car_parts, random_car
 
 SEED, FRAMES = 7, 40
 THINGS = {"car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist"}
@@ -291,3 +299,147 @@ def test_writer_accepts_an_empty_folder_and_cleans_up_on_error(tmp_path: Path, m
     not_a_folder.write_text("x")
     with pytest.raises(FileExistsError, match="file"):
         generate_sequence(not_a_folder, frames=1)
+
+
+# --- the KITTI-like world: sloping ground, kerbs, street plans, porous vegetation, cars, class mix -----------
+
+
+def _road_plane(xyz: np.ndarray, train: np.ndarray) -> tuple[float, float]:
+    """(pitch, roll) in degrees of the least-squares plane through the road points 3-10 m away."""
+    r = np.linalg.norm(xyz[:, :2], axis=1)
+    near = (train == CLASS_ID["road"]) & (r > 3.0) & (r < 10.0)
+    coef = np.linalg.lstsq(np.c_[np.ones(int(near.sum())), xyz[near, :2]], xyz[near, 2], rcond=None)[0]
+    return float(np.degrees(np.arctan(coef[1]))), float(np.degrees(np.arctan(coef[2])))
+
+
+def test_the_ground_is_not_flat(first, last, sequence):
+    """The road climbs and falls along the drive, the LiDAR sits tilted like KITTI's (the road rises ahead
+    and falls to the left in the sensor frame), and road heights spread with range as on real scans."""
+    heights = [float(sequence.scene.ground.height(x, 0.0)) for x in np.linspace(-100.0, 250.0, 36)]
+    assert max(heights) - min(heights) > 0.5
+    for frame in (first, last):
+        xyz, train = frame.scan.xyz, to_training_ids(frame.scan.label)
+        pitch, roll = _road_plane(xyz, train)
+        assert -0.5 < pitch < 3.5 and -5.0 < roll < 1.5, (pitch, roll)
+    spread = []
+    for seed in (0, 1, 2):
+        s = SyntheticSequence(frames=1, seed=seed)
+        f = s.frame(0).scan
+        train = to_training_ids(f.label)
+        r = np.linalg.norm(f.xyz[:, :2], axis=1)
+        road = f.xyz[(train == CLASS_ID["road"]) & (r > 10.0) & (r < 20.0), 2]
+        spread.append(np.percentile(road, 95) - np.percentile(road, 5))
+    assert np.mean(spread) > 0.3, spread  # real scans: 0.8-0.95 m; a flat plane: ~0.05 m
+
+
+def test_kerbs_terrain_levels_and_roughness(first):
+    """Sidewalks stand a kerb above the road; terrain is rough, paving and asphalt nearly smooth."""
+    plan = SyntheticSequence(frames=1, seed=SEED).scene.plan
+    for sign, side in plan.sides.items():
+        assert 0.04 <= side.kerb <= 0.16
+        u = plan.u_edges(sign)
+        walk = plan.ground.zone(20.0, sign * (u["sidewalk"] - 0.3))
+        assert walk.raw == RAW["sidewalk"] and walk.offset == pytest.approx(side.kerb)
+    # the kerb is a step in the scan too: sidewalk points sit above the road points next to them
+    xyz, train = first.scan.xyz, to_training_ids(first.scan.label)
+    r = np.linalg.norm(xyz[:, :2], axis=1)
+    near = r < 12.0
+    road_z = np.median(xyz[near & (train == CLASS_ID["road"]), 2])
+    walk_z = np.median(xyz[near & (train == CLASS_ID["sidewalk"]), 2])
+    assert walk_z > road_z
+    x, y = np.meshgrid(np.linspace(0.0, 20.0, 200), np.linspace(0.0, 20.0, 200))
+    grass = roughness(np.full(x.size, int(Material.GRASS)), x.ravel(), y.ravel())
+    asphalt = roughness(np.full(x.size, int(Material.ASPHALT)), x.ravel(), y.ravel())
+    assert grass.std() > 0.01 > 0.002 > asphalt.std()
+    # fields beyond the sidewalks follow embankments: in some streets they fall well below the road
+    fields = [generate_scene(seed, SceneConfig(x_min=-20.0, x_max=20.0)).ground.height(0.0, 40.0) for seed in range(6)]
+    assert min(fields) < -0.5 and max(fields) > 0.1  # down and up embankments
+
+
+def test_street_plans_vary_and_have_junctions():
+    plans = [generate_scene(seed, SceneConfig(x_min=-60.0, x_max=160.0)).plan for seed in range(6)]
+    widths = [p.road_half_width for p in plans]
+    assert max(widths) - min(widths) > 0.5
+    kinds = {len(j.signs) for p in plans for j in p.junctions}
+    assert kinds == {1, 2}  # T and X junctions
+    for p in plans:
+        assert p.junctions, "every 220 m of street has a cross street"
+        j = p.junctions[0]
+        sign = j.signs[0]
+        zone = p.ground.zone(j.x, sign * (p.road_half_width + 15.0))
+        assert zone.raw == RAW["road"]  # the cross street runs off the main street
+        frontages = {s.frontage for s in p.segments}
+        assert len(frontages) >= 2
+
+
+def _porous_scene(radius: float) -> Scene:
+    b = PrimitiveBuilder()
+    b.ellipsoid((10.0, 0.0, 0.0), (radius, radius, radius), 0.0, RAW["vegetation"], 0, Material.FOLIAGE)
+    b.box((30.0, 0.0, 0.0), (0.5, 20.0, 20.0), 0.0, RAW["building"], 0, Material.FACADE)
+    return Scene(b.build(), None, (0.0, 40.0))  # type: ignore[arg-type]
+
+
+def test_vegetation_is_porous():
+    """LiDAR returns come from inside foliage (a few to tens of cm deep); some beams pass through its gaps,
+    and the camera sees the same gaps, so projected labels still agree with the image."""
+    scene = _porous_scene(2.0)
+    az, el = np.meshgrid(np.linspace(-0.15, 0.15, 120), np.linspace(-0.15, 0.15, 120))
+    dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
+    everything = lambda lo, hi: (slice(None), slice(None))  # noqa: E731
+    origin = np.zeros(3)
+    lidar = cast(scene, origin, dirs, everything, 100.0, penetration_seed=5)
+    camera = cast(scene, origin, dirs, everything, 100.0)
+    surface = intersect(scene.primitives, 0, origin, dirs.reshape(-1, 3)).reshape(dirs.shape[:2])
+    on_bush = np.isfinite(surface)
+    assert on_bush.sum() > 1000
+    leaf = on_bush & (lidar.primitive == 0)
+    depth = lidar.t[leaf] - surface[leaf]
+    assert (depth >= 0).all() and 0.05 < np.median(depth) < 0.3 and np.percentile(depth, 95) > 0.2
+    through = np.mean(lidar.primitive[on_bush] == 1)
+    assert 0.05 < through < 0.3  # gaps and thin crown edges
+    np.testing.assert_array_equal(camera.t[camera.primitive == 0], surface[camera.primitive == 0])
+    gaps = on_bush & (camera.primitive == 1)
+    assert np.mean(lidar.primitive[gaps] == 1) == 1.0  # where the camera sees through, the LiDAR does too
+    again = cast(scene, origin, dirs, everything, 100.0, penetration_seed=5)
+    np.testing.assert_array_equal(again.t, lidar.t)
+
+
+def test_cars_are_kitti_sized_and_shaped():
+    rng = np.random.default_rng(0)
+    shapes = [random_car(rng) for _ in range(300)]
+    length = np.array([s.length for s in shapes])
+    width = np.array([s.width for s in shapes])
+    height = np.array([s.height for s in shapes])
+    assert 3.7 <= length.min() and length.max() <= 5.3 and 4.0 < length.mean() < 4.6  # KITTI Car mean ~3.9-4.2
+    assert 1.64 <= width.min() and width.max() <= 2.0 and 1.35 <= height.min() and height.max() <= 2.1
+    assert len({round(s.height, 1) for s in shapes}) > 5
+    b = PrimitiveBuilder()
+    for kind, centre, size, yaw, material, _ in car_parts(shapes[0]):
+        b.add(kind, centre, size, yaw, RAW["car"], 1, material)
+    p = b.build()
+    extent = p.aabb_max.max(axis=0) - p.aabb_min.min(axis=0)
+    np.testing.assert_allclose(extent, [shapes[0].length, shapes[0].width, shapes[0].height], atol=0.05)
+    assert (p.material == Material.CABIN).sum() == 1 and (p.material == Material.TYRE).sum() == 4
+    assert p.aabb_min[:, 2].min() == pytest.approx(0.0, abs=1e-6)  # the wheels touch the ground
+    body = p.material != Material.TYRE
+    assert p.aabb_min[body, 2].min() > 0.25  # and the ground under the car shows between them
+
+
+def test_class_mix_and_range_are_kitti_like(first, last):
+    """Loose bounds around the real scans (benchmarks/synthetic_realism.py has the figures)."""
+    train = np.concatenate([to_training_ids(f.scan.label) for f in (first, last)])
+    r = np.concatenate([np.linalg.norm(f.scan.xyz[:, :2], axis=1) for f in (first, last)])
+    share = {name: 100.0 * np.mean(train == CLASS_ID[name]) for name in CLASS_NAMES[1:]}
+    assert share["vegetation"] + share["terrain"] > 25.0
+    assert share["car"] < 8.0 and share["truck"] < 3.0 and share["parking"] < 4.0 and share["fence"] < 4.0
+    assert 10.0 < share["road"] < 40.0 and share["sidewalk"] > 5.0
+    assert 8.0 < np.median(r) < 14.0  # real: 11.2-12.1 m (the pilot's flat world: 7.6 m)
+
+
+def test_the_ego_car_hides_the_lowest_beams_front_and_back():
+    blocked = ego_occlusion()
+    el = np.rad2deg(beam_elevations())
+    assert not blocked[el > -16.0].any()
+    assert 0.4 < blocked[-1].mean() < 0.55  # real KITTI: the lowest ring loses ~44 % of its points
+    az = azimuths()
+    assert blocked[-1, np.argmin(np.abs(az))] and not blocked[-1, np.argmin(np.abs(az - np.pi / 2))]

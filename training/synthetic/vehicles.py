@@ -77,10 +77,11 @@ def car_parts(shape: CarShape) -> list[Part]:
         parts.append((BOX, (d * bumper, 0.0, (0.32 + arch_top) / 2), half, 0.0, Material.PAINT, None))
         parts.append((ELLIPSOID, (d * (L / 2 - nose), 0.0, mid + 0.03), (nose, W / 2 - 0.03, (belt - 0.3) / 2 + 0.04),
                       0.0, Material.PAINT, None))
-    # greenhouse: an ellipsoid centred below the belt line, so it narrows above it (tumblehome)
-    drop = 0.25
-    parts.append((ELLIPSOID, (shape.cabin_x, 0.0, belt - drop), (shape.cabin_length / 2, W / 2 - 0.05,
-                                                                  H - belt + drop), 0.0, Material.CABIN, None))
+    # greenhouse: an ellipsoid centred below the belt line, so it narrows above it (tumblehome), but never
+    # reaching below the sills (the ground under a car stays visible between its wheels)
+    centre = max(belt - 0.25, 0.5 * (sill + 0.05 + H))
+    parts.append((ELLIPSOID, (shape.cabin_x, 0.0, centre), (shape.cabin_length / 2, W / 2 - 0.05, H - centre), 0.0,
+                  Material.CABIN, None))
     for wx in (wheelbase / 2, -wheelbase / 2):
         for sy in (-1.0, 1.0):
             parts.append((ELLIPSOID, (wx, sy * (W / 2 - 0.13), R), (R, 0.11, R), 0.0, Material.TYRE, None))
