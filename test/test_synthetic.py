@@ -284,7 +284,7 @@ def test_cli_writes_a_semantickitti_folder(tmp_path: Path, capsys):
 
 
 def test_writer_accepts_an_empty_folder_and_cleans_up_on_error(tmp_path: Path, monkeypatch):
-    def broken(folder, frame):
+    def broken(folder, frame, name, dense_labels=False):
         raise RuntimeError("disk full")
 
     out = tmp_path / "empty"
@@ -443,3 +443,16 @@ def test_the_ego_car_hides_the_lowest_beams_front_and_back():
     assert 0.4 < blocked[-1].mean() < 0.55  # real KITTI: the lowest ring loses ~44 % of its points
     az = azimuths()
     assert blocked[-1, np.argmin(np.abs(az))] and not blocked[-1, np.argmin(np.abs(az - np.pi / 2))]
+
+
+def test_a_spread_drive_with_dense_labels(tmp_path: Path):
+    from elite_ros_training.data.semantickitti import SequenceFolder
+
+    out = generate_sequence(tmp_path / "spread", frames=2, seed=5, progress=False, every=3, dense_labels=True)
+    times = np.loadtxt(out / "times.txt")
+    np.testing.assert_allclose(times, [0.0, 0.3])  # frames 0 and 3 of the 10 Hz drive
+    whole = SyntheticSequence(frames=4, seed=5)
+    np.testing.assert_array_equal(np.fromfile(out / "labels" / "000001.label", np.uint32), whole.frame(3).scan.label)
+    frame = SequenceFolder(out)[1]
+    assert frame.pseudo_labels is not None and frame.pseudo_labels.shape == (2, *frame.image.shape[:2])
+    np.testing.assert_array_equal(frame.pseudo_labels[0], whole.frame(3).camera.class_map)

@@ -20,6 +20,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("out", type=Path, metavar="OUT", help="sequence folder to create (must not exist or be empty)")
     parser.add_argument("--frames", type=int, default=100, help="number of frames at 10 Hz (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="world and noise seed (default: 0)")
+    parser.add_argument("--every", type=int, default=1, metavar="K",
+                        help="keep every K-th frame of the 10 Hz drive: FRAMES frames spread over a longer, more "
+                             "varied drive (default 1)")
+    parser.add_argument("--dense-labels", action="store_true",
+                        help="also write the camera's per-pixel classes as pseudo-label maps (image_2_labels/, the "
+                             "SAM-PLG format): dense 2D labels for the teacher")
     add_progress_flag(parser)
     parser.set_defaults(func=run)
     return parser
@@ -31,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--frames must be >= 1, got {args.frames}")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    out = generate_sequence(args.out, args.frames, args.seed, progress=not args.no_progress)
+    if args.every < 1:
+        raise UsageError(f"--every must be >= 1, got {args.every}")
+    out = generate_sequence(args.out, args.frames, args.seed, progress=not args.no_progress, every=args.every,
+                            dense_labels=args.dense_labels)
     print(f"wrote {args.frames} frames to {out}")
     return 0

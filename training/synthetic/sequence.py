@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from elite_ros.atomic import atomic_dir
+from elite_ros_training.data.semantickitti import pseudo_label_path, save_pseudo_labels
 
 from .camera import CAMERA_RANGE, KITTI_P0, KITTI_P1, KITTI_P2, KITTI_P3, KITTI_TR, CameraFrame, render
 from .lidar import LidarConfig, LidarScan, scan
@@ -88,32 +89,43 @@ def calib_text() -> str:
     return "".join(f"{name}: " + " ".join(f"{v:.12e}" for v in m.reshape(-1)) + "\n" for name, m in rows)
 
 
-def write_frame(folder: Path, frame: SyntheticFrame) -> None:
-    """Write one frame's .bin, .label and .png into a sequence `folder` (sub-folders must exist)."""
-    name = f"{frame.index:06d}"
+def write_frame(folder: Path, frame: SyntheticFrame, name: str, dense_labels: bool = False) -> None:
+    """Write one frame's .bin, .label and .png (and with `dense_labels` the camera's per-pixel classes and
+    instances as a pseudo-label map, where SAM-PLG writes its own) into a sequence `folder`."""
     points = np.hstack([frame.scan.xyz, frame.scan.intensity[:, None]]).astype(np.float32)
     points.tofile(folder / "velodyne" / f"{name}.bin")
     frame.scan.label.astype(np.uint32).tofile(folder / "labels" / f"{name}.label")
     Image.fromarray(frame.camera.image).save(folder / "image_2" / f"{name}.png", compress_level=3)
+    if dense_labels:
+        camera = frame.camera
+        save_pseudo_labels(pseudo_label_path(folder, name),
+                           np.stack([camera.class_map, camera.instance_map]).astype(np.uint16))
 
 
-def generate_sequence(out: str | os.PathLike, frames: int, seed: int = 0, progress: bool = True) -> Path:
-    """Render a synthetic drive of `frames` frames into the sequence folder `out` (atomically).
+def generate_sequence(out: str | os.PathLike, frames: int, seed: int = 0, progress: bool = True, *,
+                      every: int = 1, dense_labels: bool = False) -> Path:
+    """Render `frames` frames of a synthetic drive into the sequence folder `out` (atomically).
 
+    every: keep every `every`-th frame of the 10 Hz drive (a longer, more varied drive for the same
+    number of frames; poses and times are those of the kept frames). dense_labels: also write the
+    camera's per-pixel classes as pseudo-label maps (`image_2_labels/`, the SAM-PLG format).
     Refuses an existing `out` that is not an empty folder (FileExistsError naming it). Everything is
     written into a temporary sibling folder that is renamed to `out` when complete, and removed on error.
     """
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"refusing to overwrite {out}: it exists and is not an empty folder")
-    sequence = SyntheticSequence(frames=frames, seed=seed)
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    sequence = SyntheticSequence(frames=(frames - 1) * every + 1, seed=seed)
+    kept = range(0, len(sequence), every)
     with atomic_dir(out) as tmp:
         for sub in ("velodyne", "labels", "image_2"):
             (tmp / sub).mkdir()
         (tmp / "calib.txt").write_text(calib_text())
-        poses = sequence.camera_poses().reshape(frames, 12)
+        poses = sequence.camera_poses()[list(kept)].reshape(frames, 12)
         (tmp / "poses.txt").write_text("".join(" ".join(f"{v:.9e}" for v in row) + "\n" for row in poses))
-        (tmp / "times.txt").write_text("".join(f"{i * FRAME_PERIOD:.6e}\n" for i in range(frames)))
-        for frame in tqdm(sequence, total=frames, desc=f"synth {out.name}", unit="frame", disable=not progress):
-            write_frame(tmp, frame)
+        (tmp / "times.txt").write_text("".join(f"{i * FRAME_PERIOD:.6e}\n" for i in kept))
+        for number, index in enumerate(tqdm(kept, desc=f"synth {out.name}", unit="frame", disable=not progress)):
+            write_frame(tmp, sequence.frame(index), f"{number:06d}", dense_labels)
     return out
