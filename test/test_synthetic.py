@@ -430,10 +430,11 @@ def test_class_mix_and_range_are_kitti_like(first, last):
     train = np.concatenate([to_training_ids(f.scan.label) for f in (first, last)])
     r = np.concatenate([np.linalg.norm(f.scan.xyz[:, :2], axis=1) for f in (first, last)])
     share = {name: 100.0 * np.mean(train == CLASS_ID[name]) for name in CLASS_NAMES[1:]}
-    assert share["vegetation"] + share["terrain"] > 25.0
+    assert share["vegetation"] + share["terrain"] > 20.0  # real: 47-55 %, the pilot's world: 12 %
     assert share["car"] < 8.0 and share["truck"] < 3.0 and share["parking"] < 4.0 and share["fence"] < 4.0
     assert 10.0 < share["road"] < 40.0 and share["sidewalk"] > 5.0
-    assert 8.0 < np.median(r) < 14.0  # real: 11.2-12.1 m (the pilot's flat world: 7.6 m)
+    assert 7.0 < np.median(r) < 14.0  # real scans: 7.4-12.1 m
+    assert np.mean(r < 5.0) < 0.2  # real: 6-11 % within 5 m (the pilot's world: 23 %)
 
 
 def test_the_ego_car_hides_the_lowest_beams_front_and_back():

@@ -51,6 +51,7 @@ SIDE_SLOPE = (-0.10, 0.08)  # terrain slope away from the street beyond the side
 SIDE_SLOPE_START, SIDE_SLOPE_LENGTH = 5.0, (8.0, 25.0)  # metres beyond the road edge
 SEGMENT = (20.0, 60.0)  # metres: frontage segments along each side
 JUNCTION_GAP = (60.0, 140.0)  # metres between cross streets
+NO_SIDEWALK = 0.15  # chance that a side of the street has no sidewalk
 BAY_LENGTH, LOT_BAY_WIDTH = 5.5, 2.6  # metres: kerbside bays, parking-lot bays
 BAY_BLOCK = 70.0  # metres of street holding one marked kerbside bay (so that parking is rare but present)
 
@@ -67,7 +68,7 @@ class Side:
         kerb: sidewalk height above the road.
         parking: width of a parking lane at the road edge (0 = none); `parking_marked`: labelled parking.
         verge: grass strip between the kerb and the sidewalk (0 = none).
-        sidewalk: sidewalk width.
+        sidewalk: sidewalk width (0 = none).
         verge_level, garden_level: terrain heights relative to the sidewalk.
     """
 
@@ -199,9 +200,10 @@ def plan_street(seed: int, x_range: tuple[float, float]) -> StreetPlan:
     sides = {}
     for sign in (1, -1):
         parking = float(u(2.0, 2.4)) if rng.random() < 0.3 else 0.0
-        verge = float(u(1.0, 3.5)) if rng.random() < 0.55 else 0.0
+        verge = float(u(1.0, 4.0)) if rng.random() < 0.65 else 0.0
+        walk = float(u(1.8, 4.2)) if rng.random() > NO_SIDEWALK else 0.0  # country roads: grass to the kerb
         sides[sign] = Side(sign, kerb=float(u(*KERB)), parking=parking, parking_marked=bool(rng.random() < 0.15),
-                           verge=verge, sidewalk=float(u(2.0, 5.0)), verge_level=float(u(-0.06, 0.04)),
+                           verge=verge, sidewalk=walk, verge_level=float(u(-0.06, 0.04)),
                            garden_level=float(u(-0.12, 0.12)))
     segments, drives = [], []
     for sign in (1, -1):
@@ -306,7 +308,8 @@ def _ground(plan: StreetPlan, relief: Relief) -> ZoneMap:
         if side.verge > 0:
             add(x_min, x_max, sign, e["parking"], e["verge"], "verge",
                 Zone(RAW["terrain"], Material.GRASS, kerb + side.verge_level, "verge"))
-        add(x_min, x_max, sign, e["verge"], e["sidewalk"], "sidewalk", walk)
+        if side.sidewalk > 0:
+            add(x_min, x_max, sign, e["verge"], e["sidewalk"], "sidewalk", walk)
         garden = Zone(RAW["terrain"], Material.GRASS, kerb + side.garden_level, "garden")
         yard = Zone(RAW["other-ground"], Material.GRAVEL, kerb + side.garden_level + 0.02, "yard")
         wood = Zone(RAW["terrain"], Material.GRASS, kerb + side.garden_level, "wood")

@@ -423,7 +423,7 @@ def _rare(w: _World, x0: float, config: SceneConfig) -> None:
         sign = _choice(rng, [1, -1])
         e = plan.u_edges(sign)
         x = clear_x(sign, 0.0)
-        w.person(x, sign * u(e["verge"] + 0.4, e["sidewalk"] - 0.4))
+        w.person(x, sign * u(e["verge"] + 0.4, max(e["sidewalk"] - 0.4, e["verge"] + 0.6)))
     # riders: a bicyclist at the right edge (or the left one on a narrow road), a motorcyclist oncoming
     if road - plan.ego_offset > 2.1 and rng.random() < 0.5:  # room to pass the bicyclist on the right
         w.rider(u(x0, x1), -(road - 0.55), 0.0, bicycle=True)
