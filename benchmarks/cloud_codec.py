@@ -44,8 +44,9 @@ import random
 import statistics
 import struct
 import time
+from collections.abc import Callable
 from math import isfinite
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rosbags.typesys import Stores, get_typestore

@@ -129,7 +129,8 @@ def main() -> None:
             result["workers_needed_to_feed_the_student"] = round(
                 result["dataset_s_per_sample_one_process"] / student["s_per_sample"], 2)
     result["note"] = ("wall clock on a shared CPU: pessimistic; data loading keeps up when workers >= "
-                      "workers_needed_to_feed_the_student (the teacher step, not timed here, makes training slower still)")
+                      "workers_needed_to_feed_the_student (the teacher step, not timed here, makes training "
+                      "slower still)")
     print(json.dumps(result, indent=2))
 
 

@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 
 from elite_ros.checkpoint import CheckpointMetadata, make_metadata, save_checkpoint
-from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou
-from elite_ros.kitti import read_bin, read_label
-from elite_ros.labels import IGNORE_ID, to_training_ids
 from elite_ros.cloud import scan_from_arrays
 from elite_ros.device import cpu_supports_precision
+from elite_ros.kitti import read_bin, read_label
+from elite_ros.labels import IGNORE_ID, to_training_ids
+from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou
 from elite_ros.segmenter import Segmenter
 from elite_ros.student import Student, StudentInput
 from elite_ros.voxel import in_range_mask

@@ -18,8 +18,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,9 +27,10 @@ import torch
 from elite_ros.sparse import SparseGrid, SubMConv3d, available_backends
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SCAN = Path(os.environ.get("ELITE_ROS_DATA", REPO.parent / "shared" / "data")) / "kitti_odometry/seq00/000000.bin"
+DATA = Path(os.environ.get("ELITE_ROS_DATA", REPO.parent / "shared" / "data"))
+DEFAULT_SCAN = DATA / "kitti_odometry/seq00/000000.bin"
 VOXEL_SIZE = 0.1  # m, the student's base resolution (ref §3)
-LOWER = np.array([-50.0, -50.0, -4.0])  # m, x y z lower bound of the default grid (DESIGN.md conventions)
+LOWER = np.array([-50.0, -50.0, -4.0])  # m, x y z lower bound of the default grid (the default voxel grid)
 UPPER = np.array([50.0, 50.0, 2.0])
 
 
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "backends": {name: bench_backend(name, coords, shape, args.channels, args.repeats, device) for name in backends},
+        "backends": {name: bench_backend(name, coords, shape, args.channels, args.repeats, device)
+                     for name in backends},
     }
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -4,10 +4,11 @@
 Runs `Segmenter.predict` (preprocess -> voxelise -> network -> postprocess) on the 124,668-point KITTI
 odometry seq-00 scan 000000 and prints JSON: p50 / p95 / p99 / mean latency per stage and end to end
 over `--runs` runs after `--warmup` runs (each run's scan lacks its own random 0.5 % of the points, as
-consecutive scans of a drive differ; `--drop 0` repeats the scan itself), Hz (1000 / mean total), and peak memory (process RSS sampled
-every 2 ms by a background thread on the CPU; torch.cuda.max_memory_allocated on the GPU). CPU runs use
-`--threads` torch threads (default 2) in fp32, and also in bf16 when the CPU has native bf16 units
-(AVX512-BF16 / AMX; `--cpu-precisions` overrides); GPU runs (when CUDA is available) use fp32 and fp16.
+consecutive scans of a drive differ; `--drop 0` repeats the scan itself), Hz (1000 / mean total), and
+peak memory (process RSS sampled every 2 ms by a background thread on the CPU;
+torch.cuda.max_memory_allocated on the GPU). CPU runs use `--threads` torch threads (default 2) in fp32,
+and also in bf16 when the CPU has native bf16 units (AVX512-BF16 / AMX; `--cpu-precisions` overrides);
+GPU runs (when CUDA is available) use fp32 and fp16.
 
 The untrained default checkpoint is used unless `--checkpoint` is given: speed does not depend on the
 weights. Also measured, as the baseline the issue compares against: the official code's voxeliser
@@ -54,7 +55,7 @@ class PeakRss:
         self.peak = 0
         self._stop = threading.Event()
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self.peak = self.process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()

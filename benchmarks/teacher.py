@@ -82,7 +82,7 @@ def analytic(cut: bool, mode: str) -> dict:
     image = torch.empty(1, 3, CROP_HEIGHT, CROP_WIDTH, device="meta")
     saved = SavedActivations(model)
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), FlopCounterMode(display=False) as flops:
-        taps = model(image)
+        model(image)
     rows, cols = model.token_grid(CROP_HEIGHT, CROP_WIDTH) if cut else (model.teacher_config.grid_size,) * 2
     return {"tokens": rows * cols, "activation_bytes": saved.total,
             "forward_flops": int(flops.get_total_flops())}
@@ -152,7 +152,8 @@ def summary(cut: dict, full: dict, key: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], help="cpu and/or cuda (cuda skipped if absent)")
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"],
+                        help="cpu and/or cuda (cuda skipped if absent)")
     parser.add_argument("--mode", default=TuningMode.ADALORA.value, choices=[m.value for m in TuningMode])
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 1 on CPU, 5 on CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 0 on CPU, 2 on CUDA)")

@@ -70,7 +70,8 @@ class CheckpointMetadata:
                 raise ConfigError(f"palette[{index}]", f"must be an [r, g, b] triple of integers 0..255, got {colour}")
         bad_keys = [k for k in self.learning_map if not k.isdigit()]
         if bad_keys:
-            raise ConfigError("learning_map", f"must map raw ids (digit strings) to training ids, got key(s) {bad_keys[:3]}")
+            raise ConfigError("learning_map",
+                              f"must map raw ids (digit strings) to training ids, got key(s) {bad_keys[:3]}")
         if not self.intensity_scale > 0:
             raise ConfigError("intensity_scale", f"must be a positive number, got {self.intensity_scale}")
 
@@ -78,7 +79,7 @@ class CheckpointMetadata:
         return json.dumps(dump_dataclass(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "checkpoint") -> "CheckpointMetadata":
+    def from_json(cls, text: str, source: str = "checkpoint") -> CheckpointMetadata:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:

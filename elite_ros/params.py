@@ -8,7 +8,6 @@ same settings. No ROS import here.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from collections.abc import Mapping
@@ -31,6 +30,8 @@ PARAMS_FILE = ("config", "segment.param.yaml")
 ROS_PARAMS_KEY = "ros__parameters"
 WILDCARD_NODE = "/**"
 NO_INTENSITY = "none"
+#: JSON-schema type -> the ROS parameter type shown in the README table
+PARAMETER_TYPE_NAMES = {"number": "double", "integer": "int", "boolean": "bool", "array": "string[]"}
 
 
 class ParameterError(ValueError):
@@ -138,7 +139,7 @@ def markdown_table() -> str:
     """The parameter table for the README, generated from the schema (name, type, default, range, meaning)."""
     rows = ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for name, prop in parameter_schema().items():
-        kind = {"number": "double", "integer": "int", "boolean": "bool", "array": "string[]"}.get(prop["type"], "string")
+        kind = PARAMETER_TYPE_NAMES.get(prop["type"], "string")
         if "minimum" in prop:
             allowed = f"{prop['minimum']} .. {prop['maximum']}"
         elif "enum" in prop:
@@ -232,7 +233,8 @@ QOS_OVERRIDES_PREFIX = "qos_overrides"
 
 def _ros_standard(name: str) -> bool:
     """True for `use_sim_time` and ``qos_overrides`` / ``qos_overrides.<topic>...`` (node-only settings)."""
-    return name in ROS_STANDARD_PARAMETERS or name == QOS_OVERRIDES_PREFIX or name.startswith(QOS_OVERRIDES_PREFIX + ".")
+    return (name in ROS_STANDARD_PARAMETERS or name == QOS_OVERRIDES_PREFIX
+            or name.startswith(QOS_OVERRIDES_PREFIX + "."))
 
 
 if __name__ == "__main__":  # python -m elite_ros.params: print the README parameter table

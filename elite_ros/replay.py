@@ -255,7 +255,8 @@ def replay(
             summary.latencies_ms.append(result.timings_ms["total"])
             if writer is not None:
                 for name in outputs:
-                    writer.write(output_topic(message.topic, name), POINTCLOUD2_TYPE, message.timestamp, result.outputs[name])
+                    writer.write(output_topic(message.topic, name), POINTCLOUD2_TYPE, message.timestamp,
+                                 result.outputs[name])
             if evaluation is not None:
                 evaluation.add_frame(result.timings_ms, result.num_points)
                 truth = ground_truth(message.msg) if ground_truth is not None else None

@@ -26,9 +26,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,8 @@ PREDICTION_STAGES = ("preprocess", "voxelise", "network", "postprocess", "total"
 @dataclass
 class Prediction:
     """class_id: (num_points,) uint8 training id, 0 = unlabelled. probability: (num_points,) float32 in
-    [0, 1], 0 where unlabelled. timings_ms: per stage of PREDICTION_STAGES, milliseconds; in `predict_batch` each scan gets an equal share of the batch's time."""
+    [0, 1], 0 where unlabelled. timings_ms: per stage of PREDICTION_STAGES, milliseconds; in
+    `predict_batch` each scan gets an equal share of the batch's time."""
 
     class_id: np.ndarray
     probability: np.ndarray
@@ -108,7 +109,7 @@ class Segmenter:
     def from_checkpoint(cls, path: str | Path | None = None, *, device: str = "auto", precision: str = "fp32",
                         backend: str = "auto", tta_votes: int = 1, max_points: int | None = None,
                         intensity_scale: float | None = None, warmup: bool = True,
-                        retain_memory: bool = True) -> "Segmenter":
+                        retain_memory: bool = True) -> Segmenter:
         """Load a checkpoint (None = the bundled default, untrained) onto `device`.
 
         Raises CheckpointError for a file or metadata that cannot be used, BackendError when the sparse
@@ -220,8 +221,8 @@ class Segmenter:
         lose badly when the CPU is shared: each parallel op then waits a scheduler slice for its other
         thread (measured on a loaded 2-core machine: voxelise 1.9 s on 2 threads vs 51 ms on 1). The
         network and the postprocess (a few large ops: softmax over (N, 20), scatter; 8 ms on 2 threads vs
-        16 ms on 1 for the 124,668-point scan) keep the caller's thread count. torch's thread count is process-wide: it is restored
-        on exit.
+        16 ms on 1 for the 124,668-point scan) keep the caller's thread count. torch's thread count is
+        process-wide: it is restored on exit.
         """
         previous = torch.get_num_threads()
         if self.device.type != "cpu" or previous <= BOOKKEEPING_THREADS:

@@ -89,7 +89,7 @@ class StudentInput:
 
     @classmethod
     def from_points(cls, points: Tensor, batch_index: Tensor | None = None, batch_size: int | None = None,
-                    voxel_config: VoxelConfig = VoxelConfig()) -> "StudentInput":
+                    voxel_config: VoxelConfig = VoxelConfig()) -> StudentInput:
         return cls(points=points, voxels=voxelise(points[:, :3], batch_index, batch_size, voxel_config))
 
 

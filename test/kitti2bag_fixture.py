@@ -14,8 +14,13 @@ import numpy as np
 from rosbags.rosbag1 import Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from elite_ros.cloud import POINTCLOUD2_TYPE
 from elite_ros_training.data.transforms import (
-    invert_rigid, matrix_from_quaternion, nearest_rotation, quaternion_from_matrix, rigid_matrix,
+    invert_rigid,
+    matrix_from_quaternion,
+    nearest_rotation,
+    quaternion_from_matrix,
+    rigid_matrix,
 )
 
 
@@ -43,7 +48,8 @@ def write_kitti2bag(path: Path, scans: list[np.ndarray], p2: np.ndarray, velo_to
     start = 1_317_000_000 * 10**9  # a 2011 drive, as KITTI raw
 
     def header(seq: int, stamp: int, frame: str):
-        return t["std_msgs/msg/Header"](seq=seq, stamp=t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id=frame)
+        time = t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
+        return t["std_msgs/msg/Header"](seq=seq, stamp=time, frame_id=frame)
 
     def transform(parent: str, child: str, matrix: np.ndarray, stamp: int):
         q = quaternion_from_matrix(matrix[:3, :3])
@@ -64,9 +70,11 @@ def write_kitti2bag(path: Path, scans: list[np.ndarray], p2: np.ndarray, velo_to
     with Writer(path) as writer:
         conns = {
             "tf": writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=store),
-            "cloud": writer.add_connection("/kitti/velo/pointcloud", "sensor_msgs/msg/PointCloud2", typestore=store),
-            "image": writer.add_connection("/kitti/camera_color_left/image_raw", "sensor_msgs/msg/Image", typestore=store),
-            "info": writer.add_connection("/kitti/camera_color_left/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store),
+            "cloud": writer.add_connection("/kitti/velo/pointcloud", POINTCLOUD2_TYPE, typestore=store),
+            "image": writer.add_connection("/kitti/camera_color_left/image_raw", "sensor_msgs/msg/Image",
+                                           typestore=store),
+            "info": writer.add_connection("/kitti/camera_color_left/camera_info", "sensor_msgs/msg/CameraInfo",
+                                          typestore=store),
         }
         for i, scan in enumerate(scans):
             stamp = start + i * period_ns
@@ -77,12 +85,13 @@ def write_kitti2bag(path: Path, scans: list[np.ndarray], p2: np.ndarray, velo_to
             ])
             writer.write(conns["tf"], stamp, store.serialize_ros1(tf, "tf2_msgs/msg/TFMessage"))
             scan = np.ascontiguousarray(scan, dtype=np.float32)
-            fields = [t["sensor_msgs/msg/PointField"](name=n, offset=4 * k, datatype=7, count=1) for k, n in enumerate("xyzi")]
-            cloud = t["sensor_msgs/msg/PointCloud2"](
+            fields = [t["sensor_msgs/msg/PointField"](name=n, offset=4 * k, datatype=7, count=1)
+                      for k, n in enumerate("xyzi")]
+            cloud = t[POINTCLOUD2_TYPE](
                 header=header(i, stamp + 2_000_000, "velo_link"), height=1, width=len(scan), fields=fields,
                 is_bigendian=False, point_step=16, row_step=16 * len(scan), data=scan.view(np.uint8).reshape(-1),
                 is_dense=True)
-            writer.write(conns["cloud"], stamp + 2_000_000, store.serialize_ros1(cloud, "sensor_msgs/msg/PointCloud2"))
+            writer.write(conns["cloud"], stamp + 2_000_000, store.serialize_ros1(cloud, POINTCLOUD2_TYPE))
             rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             image = t["sensor_msgs/msg/Image"](header=header(i, stamp, "camera_color_left"), height=height, width=width,
                                                encoding="bgr8", is_bigendian=0, step=3 * width,

@@ -11,10 +11,15 @@ from kitti2bag_fixture import write_kitti2bag
 from torch.utils.data import DataLoader
 
 from elite_ros.bag import BagWriter
+from elite_ros.cloud import POINTCLOUD2_TYPE
 from elite_ros_training.data.bag_dataset import BagFrames, image_to_rgb, nearest_within
 from elite_ros_training.data.collate import Batch, collate
 from elite_ros_training.data.convert import (
-    camera_info_message, cloud_message, convert, image_message, tf_static_message,
+    camera_info_message,
+    cloud_message,
+    convert,
+    image_message,
+    tf_static_message,
 )
 from elite_ros_training.data.dataset import PointImageDataset, open_frames
 from elite_ros_training.data.semantickitti import SequenceFolder, read_bin, read_calib, save_pseudo_labels
@@ -71,7 +76,7 @@ def hand_made_bag(tmp_path: Path) -> tuple[Path, dict]:
             labels = rng.integers(0, 1 << 20, len(points)).astype(np.uint32)
             if i == 0:
                 points[7, :3] = np.nan  # a non-finite point is dropped with its label
-            writer.write(CLOUD, "sensor_msgs/msg/PointCloud2", record, cloud_message(points, labels, stamp))
+            writer.write(CLOUD, POINTCLOUD2_TYPE, record, cloud_message(points, labels, stamp))
             truth["clouds"].append((points, labels))
             if i == 2:
                 continue
@@ -120,7 +125,7 @@ def test_bag_errors(hand_made_bag, tmp_path: Path) -> None:
     broken = tmp_path / "no_tf_link"
     with BagWriter(broken) as writer:
         writer.write(TF, "tf2_msgs/msg/TFMessage", 1, _tf("base_link", "lidar", np.eye(4), 1))
-        writer.write(CLOUD, "sensor_msgs/msg/PointCloud2", 1, cloud_message(np.zeros((3, 4), np.float32), None, 1))
+        writer.write(CLOUD, POINTCLOUD2_TYPE, 1, cloud_message(np.zeros((3, 4), np.float32), None, 1))
         writer.write(INFO, "sensor_msgs/msg/CameraInfo", 1, camera_info_message(np.eye(3, 4), 4, 4, 1))
         writer.write(IMAGE, "sensor_msgs/msg/Image", 1, image_message(np.zeros((4, 4, 3), np.uint8), 1))
     with pytest.raises(ValueError, match="no transform from the cloud frame 'velo_link' to the camera frame"):

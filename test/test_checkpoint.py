@@ -8,10 +8,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from elite_ros.config_loader import dump_dataclass
 from elite_ros import labels
-from elite_ros.checkpoint import (METADATA_KEY, CheckpointError, CheckpointMetadata, default_checkpoint,
-                                  load_checkpoint, make_metadata, read_metadata, save_checkpoint)
+from elite_ros.checkpoint import (
+    METADATA_KEY,
+    CheckpointError,
+    CheckpointMetadata,
+    default_checkpoint,
+    load_checkpoint,
+    make_metadata,
+    read_metadata,
+    save_checkpoint,
+)
+from elite_ros.config_loader import dump_dataclass
 from elite_ros.student import Student, StudentConfig, StudentInput
 
 SMALL = StudentConfig(hidden_channels=8, decoder_channels=16)
@@ -193,7 +201,6 @@ def test_class_names_and_learning_map_must_match_the_runtime_labels(tmp_path):
 
 
 def test_default_checkpoint_name_changes_with_the_architecture(monkeypatch):
-    from elite_ros import student
     from elite_ros.checkpoint import default_checkpoint_name
 
     name = default_checkpoint_name()

@@ -10,7 +10,8 @@ from elite_ros_training.data.collate import collate
 from elite_ros_training.data.pipeline import Sample
 
 
-def _sample(rng: np.random.Generator, n: int, ni: int, *, image: bool = True, pseudo: bool = True, name: str = "f") -> Sample:
+def _sample(rng: np.random.Generator, n: int, ni: int, *, image: bool = True, pseudo: bool = True,
+            name: str = "f") -> Sample:
     labels = rng.integers(0, 20, n)
     point_to_pixel = np.sort(rng.choice(n, ni, replace=False))
     return Sample(

@@ -89,7 +89,8 @@ def test_seq00_round_trip_is_lossless(tmp_path: Path, data_dir: Path) -> None:
     xyz1 = np.c_[frame.points[:, :3], np.ones(len(frame.points))]
     uvw_bag, uvw_calib = xyz1 @ frame.projection.T, xyz1 @ calib.projection.T
     front = uvw_calib[:, 2] > 1
-    np.testing.assert_allclose(uvw_bag[front, :2] / uvw_bag[front, 2:], uvw_calib[front, :2] / uvw_calib[front, 2:], atol=1e-3)
+    np.testing.assert_allclose(uvw_bag[front, :2] / uvw_bag[front, 2:], uvw_calib[front, :2] / uvw_calib[front, 2:],
+                               atol=1e-3)
 
 
 def test_labels_round_trip_through_a_converted_bag(tmp_path: Path, data_dir: Path) -> None:
@@ -176,8 +177,8 @@ def test_kitti2bag_custom_topics_and_missing_topic(tmp_path: Path, data_dir: Pat
     write_kitti2bag(source, scans, calib.p2, calib.velo_to_camera2, image_size=(64, 32))
     with pytest.raises(ValueError, match="no cloud topic '/velodyne_points'"):
         convert_bag(source, tmp_path / "a", topics=convert_module.Topics(cloud="/velodyne_points"), progress=False)
-    report = convert_bag(source, tmp_path / "b", topics=convert_module.Topics(image="/kitti/camera_color_left/image_rect"),
-                         progress=False)
+    rectified = convert_module.Topics(image="/kitti/camera_color_left/image_rect")
+    report = convert_bag(source, tmp_path / "b", topics=rectified, progress=False)
     assert report.images == 0 and any("points only" in n for n in report.notes)
     assert not (tmp_path / "a").exists()
     write_kitti2bag(tmp_path / "three.bag", scans * 3, calib.p2, calib.velo_to_camera2, image_size=(64, 32))

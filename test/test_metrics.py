@@ -69,7 +69,10 @@ def _rank_histogram(rank: int, world: int, port: int, out: dict) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         # rank 0 holds a large shard, rank 1 a single point: the sum weighs points, not shards
-        gt, pred = (torch.from_numpy(GT), torch.from_numpy(PRED)) if rank == 0 else (torch.tensor([4]), torch.tensor([5]))
+        if rank == 0:
+            gt, pred = torch.from_numpy(GT), torch.from_numpy(PRED)
+        else:
+            gt, pred = torch.tensor([4]), torch.tensor([5])
         out[rank] = sum_across_processes(confusion_matrix(gt, pred)).numpy()
     finally:
         dist.destroy_process_group()

@@ -124,9 +124,10 @@ def test_luminar_clouds_over_dds(setup, luminar_clouds):
     executor, node, tester = setup()
     for i, cloud in enumerate(luminar_clouds):
         tester.pub.publish(cloud)
-        assert spin_until(executor, lambda: all(len(tester.received[f"out/{k}"]) > i for k in node.output_topics)), (
-            f"no output for cloud {i}"
-        )
+        def arrived(i: int = i) -> bool:
+            return all(len(tester.received[f"out/{k}"]) > i for k in node.output_topics)
+
+        assert spin_until(executor, arrived), f"no output for cloud {i}"
     for key in ("out/segmentation", "out/visualization", "out/filtered"):
         stamps = [stamp_ns(m.header) for m in tester.received[key]]
         assert stamps == [stamp_ns(c.header) for c in luminar_clouds], key

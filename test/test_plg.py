@@ -158,7 +158,8 @@ def write_sequence(root: Path, frames: int = 2) -> Path:
         instance = np.where(raw == 10, rng.choice([1, 300], n), 0).astype(np.uint32)
         write_bin(root / "velodyne" / f"{index:06d}.bin", points)
         (raw | (instance << 16)).tofile(root / "labels" / f"{index:06d}.label")
-        Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(root / "image_2" / f"{index:06d}.png")
+        image = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "image_2" / f"{index:06d}.png")
     return root
 
 
@@ -173,7 +174,8 @@ def test_predict_masks_filters_and_sorts(tmp_path):
     data = predict_masks(predictor, labels, (HEIGHT, WIDTH), PlgConfig(points_per_batch=16, stability_score_thresh=0.0))
     assert len(data["rles"]) >= 1 and data["rles"][0]["size"] == [HEIGHT, WIDTH]
     assert torch.all(data["iou_preds"][:-1] >= data["iou_preds"][1:])  # best first
-    strict = predict_masks(predictor, labels, (HEIGHT, WIDTH), PlgConfig(points_per_batch=16, stability_score_thresh=1.01))
+    strict = predict_masks(predictor, labels, (HEIGHT, WIDTH),
+                           PlgConfig(points_per_batch=16, stability_score_thresh=1.01))
     assert len(strict["rles"]) == 0
 
 

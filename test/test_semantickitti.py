@@ -10,8 +10,20 @@ import pytest
 from elite_ros.labels import to_training_ids
 from elite_ros_training.data.projection import project_points
 from elite_ros_training.data.semantickitti import (
-    KittiFormatError, SequenceFolder, image_size, load_pseudo_labels, pseudo_label_path, read_bin, read_calib,
-    read_calib_file, read_label, read_poses, read_times, save_pseudo_labels, sequence_folders, write_bin,
+    KittiFormatError,
+    SequenceFolder,
+    image_size,
+    load_pseudo_labels,
+    pseudo_label_path,
+    read_bin,
+    read_calib,
+    read_calib_file,
+    read_label,
+    read_poses,
+    read_times,
+    save_pseudo_labels,
+    sequence_folders,
+    write_bin,
 )
 
 
@@ -50,7 +62,8 @@ def test_real_scans_and_labels(data_dir: Path) -> None:
     points = read_bin(scan / "000000.bin")
     labels = read_label(scan / "000000.label", len(points))
     assert len(labels) == 123_389
-    assert set(np.unique(labels & 0xFFFF).tolist()) == {0, 1, 10, 11, 30, 40, 44, 48, 50, 51, 52, 70, 71, 72, 80, 81, 99, 252, 254}
+    assert set(np.unique(labels & 0xFFFF).tolist()) == {0, 1, 10, 11, 30, 40, 44, 48, 50, 51, 52, 70, 71, 72, 80, 81,
+                                                        99, 252, 254}
     # the 50-point subset of seq 00 frame 0 lies in the full scan (to 1 mm)
     subset = read_bin(data_dir / "semantickitti" / "mmdet3d_seq00_000000_subset50" / "000000.bin")
     full = read_bin(data_dir / "kitti_odometry" / "seq00" / "000000.bin")

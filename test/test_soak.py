@@ -4,8 +4,8 @@ CI runs the full 2,000-message mix the issue asks for: small valid clouds, empty
 500,000-point and malformed ones, with the segmenter at the runtime's DEFAULT point cap
 (`SegmentParams().max_points`, 200,000), so the big clouds really run the network on a capped subsample.
 The memory baseline is taken after a warm-up that includes one big cloud (allocator high-water mark);
-growth is measured over the rest. The cost is kept small with few big clouds, small valid clouds otherwise, an 8-channel student and
-single-threaded torch. The slow variant mixes the real Luminar clouds in as well.
+growth is measured over the rest. The cost is kept small with few big clouds, small valid clouds otherwise,
+an 8-channel student and single-threaded torch. The slow variant mixes the real Luminar clouds in as well.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from elite_ros.bag import TYPESTORE, iter_messages
-from elite_ros.cloud import make_cloud
+from elite_ros.cloud import POINTCLOUD2_TYPE, make_cloud
 from elite_ros.handler import SegmentationHandler
 from elite_ros.params import SegmentParams
 
@@ -160,5 +160,5 @@ def test_soak_mixed_messages(segmenter):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_soak_with_real_luminar_clouds(segmenter, luminar_bags):
-    real = [m.msg for m in iter_messages(luminar_bags["mcap"], msgtypes=["sensor_msgs/msg/PointCloud2"])]
+    real = [m.msg for m in iter_messages(luminar_bags["mcap"], msgtypes=[POINTCLOUD2_TYPE])]
     run_soak(segmenter, MESSAGES, real_clouds=real, warmup=200)

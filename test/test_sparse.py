@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from elite_ros.sparse import (BACKEND_NAMES, SparseGrid, SubMConv3d, available_backends, build_kernel_map,
-                              kernel_offsets, resolve_backend)
+from elite_ros.sparse import (
+    BACKEND_NAMES,
+    SparseGrid,
+    SubMConv3d,
+    available_backends,
+    build_kernel_map,
+    kernel_offsets,
+    resolve_backend,
+)
 
 AVAILABLE = available_backends()
 HAS_SPCONV = "spconv" in AVAILABLE
@@ -17,7 +24,8 @@ HAS_CUDA = torch.cuda.is_available()
 
 
 def backend_param(name: str):
-    reason = f"{name} is not importable here" + (" (no wheel: users build it from source)" if name == "torchsparse" else "")
+    no_wheel = " (no wheel: users build it from source)" if name == "torchsparse" else ""
+    reason = f"{name} is not importable here{no_wheel}"
     return pytest.param(name, marks=pytest.mark.skipif(name not in AVAILABLE, reason=reason))
 
 
@@ -230,7 +238,8 @@ def test_spconv_refuses_bfloat16_with_a_clear_error():
     coords = random_grid(3)
     grid = SparseGrid(coords, (5, 6, 7), 2, backend="spconv")
     conv = SubMConv3d(4, 4, 3).bfloat16()
-    with torch.no_grad(), pytest.raises(RuntimeError, match=r"'spconv' has no torch.bfloat16 kernels .* use backend 'native'"):
+    refusal = r"'spconv' has no torch.bfloat16 kernels .* use backend 'native'"
+    with torch.no_grad(), pytest.raises(RuntimeError, match=refusal):
         conv(torch.randn(len(coords), 4).bfloat16(), grid)
 
 
@@ -405,7 +414,7 @@ def test_native_fused_conv_with_bias_and_centre_term_equals_dense(kernel_size, c
     bias = torch.randn(5, generator=generator)
     extra_weight = torch.randn(3, 5, generator=generator)
     outputs = []
-    for repeat in range(2):  # the second call reuses the pooled scratch buffers
+    for _ in range(2):  # the second call reuses the pooled scratch buffers
         features = torch.randn(len(coords), 4, generator=generator)
         extra = torch.randn(len(coords), 3, generator=generator)
         with torch.no_grad():

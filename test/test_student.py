@@ -8,13 +8,18 @@ import math
 
 import numpy as np
 import pytest
-
-from elite_ros.config_loader import dump_dataclass, load_dataclass
 import torch
 
+from elite_ros.config_loader import dump_dataclass, load_dataclass
 from elite_ros.sparse import SparseGrid, available_backends
-from elite_ros.student import (EXPECTED_PARAMETERS, SparseBasicBlock, Student, StudentConfig, StudentInput,
-                               count_parameters)
+from elite_ros.student import (
+    EXPECTED_PARAMETERS,
+    SparseBasicBlock,
+    Student,
+    StudentConfig,
+    StudentInput,
+    count_parameters,
+)
 from elite_ros.voxel import VoxelConfig, range_filter, voxelise
 
 

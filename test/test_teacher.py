@@ -156,7 +156,8 @@ def test_rel_pos_interpolation_127_to_39_and_slice_option():
     sliced = centre_slice_rel_pos(table, 20)
     assert sliced.shape == (39, 8)
     torch.testing.assert_close(sliced, table[44:83])
-    torch.testing.assert_close(get_rel_pos(20, 20, sliced), table[63 + torch.arange(20)[:, None] - torch.arange(20)[None]])
+    distance = torch.arange(20)[:, None] - torch.arange(20)[None]
+    torch.testing.assert_close(get_rel_pos(20, 20, sliced), table[63 + distance])
     assert not torch.allclose(interpolated, get_rel_pos(20, 20, sliced))
 
 

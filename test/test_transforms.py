@@ -9,8 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elite_ros_training.data.transforms import (
-    FrameTransform, TransformTree, invert_rigid, matrix_from_quaternion, nearest_rotation, quaternion_from_matrix,
-    rigid_matrix, transform_from_msg,
+    FrameTransform,
+    TransformTree,
+    invert_rigid,
+    matrix_from_quaternion,
+    nearest_rotation,
+    quaternion_from_matrix,
+    rigid_matrix,
+    transform_from_msg,
 )
 
 

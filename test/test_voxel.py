@@ -8,12 +8,21 @@ import math
 
 import numpy as np
 import pytest
-
-from elite_ros.config_loader import dump_dataclass, load_dataclass
 import torch
 
-from elite_ros.voxel import (VoxelConfig, coarsen_coords, in_range_mask, point_cells, range_filter,
-                             scatter_max, scatter_mean, sorted_groups, voxel_transition, voxelise)
+from elite_ros.config_loader import dump_dataclass, load_dataclass
+from elite_ros.voxel import (
+    VoxelConfig,
+    coarsen_coords,
+    in_range_mask,
+    point_cells,
+    range_filter,
+    scatter_max,
+    scatter_mean,
+    sorted_groups,
+    voxel_transition,
+    voxelise,
+)
 
 
 def _real_points(data_dir, count: int, seed: int = 0) -> torch.Tensor:

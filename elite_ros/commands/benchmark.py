@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from elite_ros.commands.options import add_params_options, load_handler, params_from_args
+from elite_ros.commands.options import add_params_options, open_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,10 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from elite_ros.evaluate import latency_stats
-    from elite_ros.replay import Recording, replay
+    from elite_ros.replay import replay
 
-    recording = Recording.open(args.input)
-    handler = load_handler(params_from_args(args))
+    recording, handler = open_run(args)
     runs = []
     for _ in range(args.repeat):
         summary = replay(recording, handler, output=None, topics=args.topic, outputs=("segmentation",),

@@ -59,6 +59,13 @@ def load_handler(params: SegmentParams) -> SegmentationHandler:
     return handler
 
 
+def open_run(args: argparse.Namespace) -> tuple[Recording, SegmentationHandler]:
+    """The recording named by ``args.input`` and the handler of the command line's parameters."""
+    from elite_ros.replay import Recording
+
+    return Recording.open(args.input), load_handler(params_from_args(args))
+
+
 def run_context(recording: Recording, handler: SegmentationHandler, params: SegmentParams) -> dict[str, Any]:
     """The settings of a run, as shown in its report."""
     segmenter = handler.segmenter

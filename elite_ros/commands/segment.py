@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from elite_ros.command import add_progress_flag
-from elite_ros.commands.options import add_params_options, load_handler, params_from_args
+from elite_ros.commands.options import add_params_options, open_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,10 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Segment the recording; exit code 1 when no frame could be segmented."""
-    from elite_ros.replay import Recording, default_output_path, replay
+    from elite_ros.replay import default_output_path, replay
 
-    recording = Recording.open(args.input)
-    handler = load_handler(params_from_args(args))
+    recording, handler = open_run(args)
     outputs = ["segmentation"] + ["visualization"] * args.visualization + ["filtered"] * args.filtered
     output = Path(args.output) if args.output else default_output_path(args.input)
     summary = replay(recording, handler, output=output, topics=args.topic, outputs=outputs,

@@ -6,7 +6,14 @@
 
 Weights have one canonical layout (out, kz, ky, kx, in) on every backend.
 """
-from .backends import BACKEND_NAMES, BackendError, SparseBackend, UnknownBackendError, available_backends, resolve_backend
+from .backends import (
+           BACKEND_NAMES,
+           BackendError,
+           SparseBackend,
+           UnknownBackendError,
+           available_backends,
+           resolve_backend,
+)
 from .conv import SubMConv3d, fold_batch_norm
 from .grid import SparseGrid
 from .kernel_map import KernelMap, build_kernel_map, kernel_offsets

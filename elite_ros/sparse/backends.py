@@ -96,13 +96,15 @@ def resolve_backend(name: str, training: bool, device: torch.device | str) -> st
 def get_backend(name: str) -> SparseBackend:
     """The backend object for a concrete name (not "auto")."""
     if name == AUTO:
-        raise ValueError("backend 'auto' must be resolved first: SparseGrid(..., backend=resolve_backend('auto', training, device))")
+        raise ValueError("backend 'auto' must be resolved first: "
+                         "SparseGrid(..., backend=resolve_backend('auto', training, device))")
     _check_name(name)
     if name == "native":
         from .native import NativeBackend
         return NativeBackend()
     if name not in available_backends():
-        raise BackendError(f"sparse backend {name!r} is not available here (import failed); available: {available_backends()}")
+        raise BackendError(f"sparse backend {name!r} is not available here (import failed); "
+                           f"available: {available_backends()}")
     if name == "spconv":
         from .spconv_backend import SpconvBackend
         return SpconvBackend()

@@ -35,7 +35,8 @@ class SubMConv3d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch's Conv3d default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in * K^3."""
+        """torch's Conv3d default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with
+        fan_in = in * K^3."""
         bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 3)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:

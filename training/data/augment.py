@@ -79,7 +79,7 @@ class RigidAugmentation:
         return out.astype(np.float32)
 
     @staticmethod
-    def identity() -> "RigidAugmentation":
+    def identity() -> RigidAugmentation:
         return RigidAugmentation(0.0, np.ones(3), np.ones(3), np.zeros(3))
 
 

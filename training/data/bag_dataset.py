@@ -64,7 +64,10 @@ def nearest_within(query: np.ndarray, stamps: np.ndarray, tolerance: int) -> np.
     `tolerance` ns, else -1 -> (Q,) int64."""
     if len(stamps) == 0:
         return np.full(len(query), -1, dtype=np.int64)
-    right = np.clip(np.searchsorted(stamps, query), 1, len(stamps) - 1) if len(stamps) > 1 else np.zeros(len(query), np.int64)
+    if len(stamps) > 1:
+        right = np.clip(np.searchsorted(stamps, query), 1, len(stamps) - 1)
+    else:
+        right = np.zeros(len(query), np.int64)
     left = np.maximum(right - 1, 0)
     pick = np.where(np.abs(stamps[left] - query) <= np.abs(stamps[right] - query), left, right)
     return np.where(np.abs(stamps[pick] - query) <= tolerance, pick, -1).astype(np.int64)

@@ -60,7 +60,7 @@ class Batch:
         """(sum Ni_b,) int64 indices into the concatenated `points` of every projected point."""
         return torch.cat([idx + self.point_offsets[b] for b, idx in enumerate(self.point_to_pixel)])
 
-    def _map(self, fn) -> "Batch":
+    def _map(self, fn) -> Batch:
         values = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -71,11 +71,11 @@ class Batch:
             values[f.name] = value
         return Batch(**values)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on `device`."""
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Called by `DataLoader(pin_memory=True)`."""
         return self._map(lambda t: t.pin_memory())
 

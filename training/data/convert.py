@@ -5,9 +5,9 @@ Output layout (kitti2bag's topic and frame names):
 
 | topic | type | content |
 |---|---|---|
-| `/kitti/velo/pointcloud` | sensor_msgs/PointCloud2 | x, y, z, intensity FLOAT32 (+ `label` UINT32 = raw `.label` value), frame `velo_link` |
-| `/kitti/camera_color_left/image_raw` | sensor_msgs/Image | rgb8 left colour image, frame `camera_color_left` |
-| `/kitti/camera_color_left/camera_info` | sensor_msgs/CameraInfo | P = P2, K = P2[:, :3], R = I, D = 0 (rectified image) |
+| `/kitti/velo/pointcloud` | PointCloud2 | x, y, z, intensity FLOAT32 (+ `label` UINT32 raw value), frame `velo_link` |
+| `/kitti/camera_color_left/image_raw` | Image | rgb8 left colour image, frame `camera_color_left` |
+| `/kitti/camera_color_left/camera_info` | CameraInfo | P = P2, K = P2[:, :3], R = I, D = 0 (rectified image) |
 | `/tf_static` | tf2_msgs/TFMessage | `velo_link` -> `camera_color_left` |
 
 Projection convention (as kitti2bag): the TF goes to camera 2's own optical frame, and the LiDAR ->
@@ -83,7 +83,8 @@ class ConvertReport:
 def header(stamp: int, frame_id: str):
     """A Kilted `std_msgs/Header` at `stamp` ns."""
     seconds, nanoseconds = divmod(int(stamp), 1_000_000_000)
-    return _T["std_msgs/msg/Header"](stamp=_T["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanoseconds), frame_id=frame_id)
+    time = _T["builtin_interfaces/msg/Time"](sec=seconds, nanosec=nanoseconds)
+    return _T["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
 
 def image_message(rgb: np.ndarray, stamp: int, frame_id: str = CAMERA_FRAME):
@@ -196,7 +197,8 @@ def _velo_to_camera(src: Path, topics: Topics) -> np.ndarray:
     try:
         return tree.lookup(image_frame, velo_frame)
     except LookupError as error:
-        raise ValueError(f"{src}: {topics.tf_static}: no transform {velo_frame!r} -> {image_frame!r}: {error}") from None
+        raise ValueError(f"{src}: {topics.tf_static}: no transform {velo_frame!r} -> {image_frame!r}: "
+                         f"{error}") from None
 
 
 def convert_bag(src: str | Path, out: str | Path, *, topics: Topics = Topics(), storage: str = "mcap",

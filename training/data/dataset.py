@@ -20,7 +20,8 @@ from elite_ros_training.data.pipeline import PipelineConfig, Sample, build_sampl
 class PointImageDataset(Dataset):
     """Synchronised LiDAR + camera samples with the ELiTe augmentations (`train=False`: none)."""
 
-    def __init__(self, frames: FrameSource, config: PipelineConfig | None = None, *, train: bool = True, seed: int = 0) -> None:
+    def __init__(self, frames: FrameSource, config: PipelineConfig | None = None, *, train: bool = True,
+                 seed: int = 0) -> None:
         self.frames = frames
         self.config = config or PipelineConfig()
         self.train = train

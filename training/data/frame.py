@@ -36,11 +36,13 @@ class Frame:
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] != 4 or self.points.dtype != np.float32:
-            raise ValueError(f"frame {self.frame_id}: points must be (N, 4) float32, got {self.points.shape} {self.points.dtype}")
+            raise ValueError(f"frame {self.frame_id}: points must be (N, 4) float32, "
+                             f"got {self.points.shape} {self.points.dtype}")
         if self.labels is not None and self.labels.shape != (len(self.points),):
             raise ValueError(f"frame {self.frame_id}: {len(self.labels)} labels for {len(self.points)} points")
-        if self.image is not None and (self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8):
-            raise ValueError(f"frame {self.frame_id}: image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+        image = self.image
+        if image is not None and (image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8):
+            raise ValueError(f"frame {self.frame_id}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
         if self.projection is not None and self.projection.shape != (3, 4):
             raise ValueError(f"frame {self.frame_id}: projection must be (3, 4), got {self.projection.shape}")
         if self.pseudo_labels is not None:

@@ -76,7 +76,10 @@ class Sample:
 def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator, train: bool) -> Sample:
     """Run the §2 processing on one frame; every random draw comes from `rng`."""
     scan = frame.points
-    labels = to_training_ids(frame.labels).astype(np.int64) if frame.labels is not None else np.zeros(len(scan), np.int64)
+    if frame.labels is not None:
+        labels = to_training_ids(frame.labels).astype(np.int64)
+    else:
+        labels = np.zeros(len(scan), np.int64)
 
     # 1. range filter (strict), keeping the index into the original scan
     ref_index = np.flatnonzero(augment.in_volume(scan, config.volume_min, config.volume_max))
@@ -88,7 +91,8 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
     # 3. projection on the un-augmented coordinates
     has_camera = config.use_image and frame.image is not None and frame.projection is not None
     if not has_camera and config.require_image and config.use_image:
-        raise ValueError(f"frame {frame.frame_id}: no image or no projection matrix (set require_image=False for LiDAR-only)")
+        raise ValueError(f"frame {frame.frame_id}: no image or no projection matrix "
+                         f"(set require_image=False for LiDAR-only)")
     if has_camera:
         height, width = frame.image.shape[:2]
         projection = project_points(xyz, frame.projection, width, height)

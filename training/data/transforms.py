@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 ROTATION_TOLERANCE = 1e-5  # largest |R R^T - I| / |det R - 1| accepted as "a rotation printed with rounding"
 
 
@@ -132,7 +131,7 @@ class TransformTree:
         queue = deque([source])
         while queue:
             frame = queue.popleft()
-            for neighbour, matrix in self._edges[frame].items():
+            for neighbour in self._edges[frame]:
                 if neighbour in found:
                     continue
                 # edges[frame][neighbour] maps neighbour -> frame; we need frame -> neighbour
