@@ -28,6 +28,7 @@ from elite_ros_training.data.pipeline import PipelineConfig
 from elite_ros_training.patch_decoders import POOLED_CHANNELS, DecoderKind
 from elite_ros_training.peft_modes import TuningMode
 from elite_ros_training.ppmskd import KDMode, LossConfig
+from elite_ros_training.synthetic.drives import SyntheticDrives
 from elite_ros_training.teacher import TeacherConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -51,6 +52,7 @@ class DataConfig:
 
     train / val: SemanticKITTI sequence folders, roots of sequences, or rosbags (`dataset.open_frames`);
     the CLI's --data / --val-data replace them. batch_size is per process (GPU), val_batch_size too.
+    synthetic: instead of train / val, drives of the synthetic world (licence-free; the default checkpoint).
     """
 
     train: tuple[str, ...] = ()
@@ -59,6 +61,8 @@ class DataConfig:
     #: points per training id (20 values) for the class weights of every cross-entropy (ref §6); None =
     #: counted over the in-range points of the training frames when training starts
     class_counts: tuple[int, ...] | None = None
+    #: synthetic drives rendered (once, under <trainer.out_dir>/synthetic/) when train / val are empty
+    synthetic: SyntheticDrives | None = None
     batch_size: int = BATCH_SIZE
     val_batch_size: int = VAL_BATCH_SIZE
     num_workers: int = 4

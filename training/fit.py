@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from elite_ros_training.config import TrainConfig
 from elite_ros_training.datamodule import ELiTeDataModule
 from elite_ros_training.module import ELiTeModule, recalibrate_batch_norm
 from elite_ros_training.ppmskd import class_weights_from_counts
+from elite_ros_training.synthetic.drives import render_drives
 
 LOG = logging.getLogger(__name__)
 MONITOR = "val/mIoU"
@@ -144,11 +145,23 @@ def build_trainer(config: TrainConfig, *, accelerator: str = "auto", devices: in
     return L.Trainer(**options)
 
 
+def with_synthetic_data(config: TrainConfig, progress: bool = True) -> TrainConfig:
+    """`config` with its synthetic drives (rendered under <out_dir>/synthetic/ if missing) as train / val
+    data, when it names synthetic drives and no other data."""
+    drives = config.data.synthetic
+    if drives is None or config.data.train:
+        return config
+    train, val = render_drives(drives, Path(config.trainer.out_dir) / "synthetic", progress)
+    data = replace(config.data, train=tuple(map(str, train)), val=config.data.val or tuple(map(str, val)))
+    return replace(config, data=data)
+
+
 def fit(config: TrainConfig, *, accelerator: str = "auto", devices: int = 1, num_nodes: int = 1,
         resume: str | Path | None = None, progress: bool = True, datamodule: ELiTeDataModule | None = None,
         **trainer_options: Any) -> FitResult:
     """Train `config`; `resume` = a Lightning checkpoint of this run ("last": the newest last.ckpt)."""
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    config = with_synthetic_data(config, progress)
     datamodule = datamodule or ELiTeDataModule(config, progress=progress)
     world = devices * num_nodes
     total_steps = datamodule.total_steps(world)

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--teacher-checkpoint given, but config {args.config!r} has no teacher")
         values["teacher"]["checkpoint"] = args.teacher_checkpoint
     config = config_from_mapping(values)
-    if not config.data.train:
-        raise ValueError("no training data: pass --data BAG_OR_DIR (or set data.train in the config)")
+    if not config.data.train and config.data.synthetic is None:
+        raise ValueError("no training data: pass --data BAG_OR_DIR (or set data.train or data.synthetic in the "
+                         "config)")
     result = fit(config, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
                  resume=args.resume, progress=not args.no_progress)
     print(f"logs: {result.log_dir}")
