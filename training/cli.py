@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros_training.commands.fit",  # fit
     "elite_ros_training.commands.validate",  # validate
     "elite_ros_training.commands.export",  # export
+    "elite_ros_training.commands.default_checkpoint",  # default-checkpoint
     "elite_ros_training.commands.import_official",  # import-official
 )
 

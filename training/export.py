@@ -18,6 +18,7 @@ from elite_ros.config_loader import ConfigError, dump_dataclass
 from elite_ros.student import Student
 from elite_ros_training.config import TrainConfig, config_from_mapping
 from elite_ros_training.module import RUN_KEY, STUDENT_PREFIX, student_state_dict
+from elite_ros_training.synthetic.drives import only_these_drives
 
 
 class ExportError(ValueError):
@@ -62,8 +63,11 @@ def student_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoin
     return student.eval(), config
 
 
-def export_student(source: str | Path, out: str | Path) -> Path:
-    """Write the student of training checkpoint `source` to `out` (.safetensors), atomically."""
+def export_student(source: str | Path, out: str | Path, *, half: bool = False) -> Path:
+    """Write the student of training checkpoint `source` to `out` (.safetensors), atomically.
+
+    half: store the floating-point tensors as float16 (half the file; the runtime upcasts on loading).
+    """
     source, out = Path(source), Path(out)
     if out.suffix != ".safetensors":
         raise ExportError(f"{out}: the output must be a .safetensors file")
@@ -81,8 +85,13 @@ def export_student(source: str | Path, out: str | Path) -> Path:
         "global_step": checkpoint.get("global_step"),
         "lightning_checkpoint": source.name,
         "trained_by": "elite-ros-train fit",
+        "storage": "float16" if half else "float32",
     }
+    if config.data.synthetic is not None and only_these_drives(config.data.synthetic, config.data.train):
+        training["data_licence"] = "synthetic world only (elite-ros-train synth): no KITTI data"
     metadata = make_metadata(student, voxel=dump_dataclass(config.student.voxel),
                              intensity_scale=KITTI_INTENSITY_SCALE, training=training, trained=True,
                              source_commit=run.get("source_commit", source_commit()))
+    if half:
+        student = student.half()
     return save_checkpoint(out, student, metadata)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from elite_ros_training.data.semantickitti import SequenceFolder
-from elite_ros_training.synthetic.drives import SyntheticDrives, render_drives
+from elite_ros_training.synthetic.drives import SyntheticDrives, only_these_drives, render_drives
 
 
 def test_drives_are_rendered_once_and_named_by_what_decides_them(tmp_path):
@@ -16,6 +16,8 @@ def test_drives_are_rendered_once_and_named_by_what_decides_them(tmp_path):
     stamp = (train[0] / "velodyne" / "000000.bin").stat().st_mtime_ns
     assert render_drives(spec, tmp_path, progress=False) == (train, val)
     assert (train[0] / "velodyne" / "000000.bin").stat().st_mtime_ns == stamp  # reused, not rendered again
+    assert only_these_drives(spec, [str(p) for p in train])
+    assert not only_these_drives(spec, [str(train[0]), "dataset/sequences/00"]) and not only_these_drives(spec, [])
 
 
 def test_training_and_validation_seeds_must_differ():

@@ -117,7 +117,10 @@ def test_export_gives_a_segmenter_that_predicts_like_the_module_in_eval_mode(tmp
     config = tiny_config("row_a", trainer={"max_epochs": 1, "out_dir": str(tmp_path), "name": "run"})
     data = tiny_datamodule(config)
     result = fit(config, datamodule=data, progress=False, accelerator="cpu")
-    out = export_student(result.last_checkpoint, tmp_path / "student.safetensors")
+    half = export_student(result.last_checkpoint, tmp_path / "half.safetensors", half=True)
+    full = export_student(result.last_checkpoint, tmp_path / "full.safetensors")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    out = tmp_path / "full.safetensors"
     metadata = read_metadata(out)
     assert metadata.trained is True and metadata.training["config"]["student"]["architecture"]["hidden_channels"] == 8
     assert metadata.training["global_step"] == 2 and metadata.training["data"]["train_frames"] == 4
@@ -135,6 +138,10 @@ def test_export_gives_a_segmenter_that_predicts_like_the_module_in_eval_mode(tmp
         logits = module.eval().student_forward(batch).logits
     agreement = np.mean(prediction.class_id == logits.argmax(1).numpy())
     assert agreement >= 0.999, agreement
+    halved = Segmenter.from_checkpoint(half, device="cpu", backend="native", warmup=False)
+    assert halved.model.classifier[0].weight.dtype == torch.float32  # upcast on loading
+    assert np.mean(halved.predict(scan_from_arrays(sample.points[:, :3], sample.points[:, 3])).class_id
+                   == prediction.class_id) >= 0.99
 
 
 def _fit_command(folder: Path, out: Path, epochs: int, resume: bool = False) -> list[str]:
@@ -231,8 +238,8 @@ def test_the_validation_metric_equals_elite_ros_evaluate_on_the_same_data(tmp_pa
 
     folder = write_tiny_sequence(tmp_path / "val", count=3, first_seed=50, points=3000)
     config = tiny_config("row_a", trainer={"max_epochs": 2, "out_dir": str(tmp_path), "name": "run"})
-    data = ELiTeDataModule(config, train_frames=TinyFrames(4, camera=False), val_frames=open_frames(folder, images=False),
-                           progress=False)
+    data = ELiTeDataModule(config, train_frames=TinyFrames(4, camera=False),
+                           val_frames=open_frames(folder, images=False), progress=False)
     result = fit(config, datamodule=data, progress=False, accelerator="cpu")
     run = read_training_checkpoint(result.last_checkpoint)["elite_ros"]
     assert run["val_miou"] is not None
@@ -242,5 +249,6 @@ def test_the_validation_metric_equals_elite_ros_evaluate_on_the_same_data(tmp_pa
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["miou"] == pytest.approx(run["val_miou"], abs=1e-6)
     for name, value in run["val_iou"].items():
-        assert metrics["iou"][name] == pytest.approx(value, abs=1e-6) if value is not None else metrics["iou"][name] is None
+        expected = None if value is None else pytest.approx(value, abs=1e-6)
+        assert metrics["iou"][name] == expected, name
     assert (report / "report.md").is_file()

@@ -15,6 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "intensity scale, the training config, the data, val mIoU, source commit), atomically.")
     parser.add_argument("checkpoint", type=Path, metavar="CKPT", help="best-*.ckpt or last.ckpt of a fit run")
     add_student_output(parser)
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the file; the "
+                        "runtime upcasts them)")
     parser.set_defaults(func=run)
     return parser
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from elite_ros_training.export import export_student
 
     refuse_existing_output(args)
-    out = export_student(args.checkpoint, args.out)
+    out = export_student(args.checkpoint, args.out, half=args.half)
     training = read_metadata(out).training
     miou = training.get("val_miou")
     print(f"wrote {out} (epoch {training.get('epoch')}, step {training.get('global_step')}, val mIoU "

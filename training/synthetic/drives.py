@@ -49,14 +49,28 @@ def drive_name(kind: str, seed: int, frames: int, every: int, dense_labels: bool
     return f"{kind}_s{seed}_f{frames}x{every}" + ("_dense" if dense_labels else "")
 
 
+def drive_names(spec: SyntheticDrives) -> tuple[list[str], list[str]]:
+    """(training, validation) folder names of the drives of `spec`."""
+    train = [drive_name("train", s, spec.frames, spec.every, spec.dense_labels) for s in spec.train_seeds]
+    val = [drive_name("val", s, spec.val_frames, spec.val_every, spec.dense_labels) for s in spec.val_seeds]
+    return train, val
+
+
+def only_these_drives(spec: SyntheticDrives, paths: tuple[str, ...] | list[str]) -> bool:
+    """True when every path is one of the training drives of `spec` (the data were synthetic only)."""
+    names = set(drive_names(spec)[0])
+    return bool(paths) and all(Path(p).name in names for p in paths)
+
+
 def render_drives(spec: SyntheticDrives, folder: Path, progress: bool = True) -> tuple[list[Path], list[Path]]:
     """Render the drives of `spec` that `folder` lacks; returns (training folders, validation folders)."""
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [("train", seed, spec.frames, spec.every) for seed in spec.train_seeds]
-    jobs += [("val", seed, spec.val_frames, spec.val_every) for seed in spec.val_seeds]
+    train_names, val_names = drive_names(spec)
+    jobs = [("train", name, seed, spec.frames, spec.every) for name, seed in zip(train_names, spec.train_seeds)]
+    jobs += [("val", name, seed, spec.val_frames, spec.val_every) for name, seed in zip(val_names, spec.val_seeds)]
     paths: dict[str, list[Path]] = {"train": [], "val": []}
-    for kind, seed, frames, every in tqdm(jobs, desc="synthetic drives", unit="drive", disable=not progress):
-        path = folder / drive_name(kind, seed, frames, every, spec.dense_labels)
+    for kind, name, seed, frames, every in tqdm(jobs, desc="synthetic drives", unit="drive", disable=not progress):
+        path = folder / name
         if not (path / "velodyne").is_dir():  # written atomically: a folder that exists is complete
             try:
                 generate_sequence(path, frames, seed, progress=False, every=every, dense_labels=spec.dense_labels)
