@@ -7,11 +7,18 @@
 Outputs: <output_prefix>/segmentation, <output_prefix>/visualization, <output_prefix>/filtered
 (default: the node's own ~/output/pointcloud/...). `checkpoint` and `device`, when given, override the
 params file's values; otherwise the params file (default: the shipped config/segment.param.yaml) decides.
+
+The node gets the shipped Fast DDS profile for large clouds (config/fastdds.xml, `dds_profile`; empty =
+Fast DDS's defaults): its outputs of several MB then reach local subscribers. When the node exits (a
+parameter it refuses, a crash), the whole launch shuts down, so a supervisor sees it; `respawn:=true`
+restarts the node after `respawn_delay` seconds instead.
+
 The launch imports are inside the functions so the argument logic (`node_arguments`) is testable without
 a ROS distro (launch / launch_ros are not on PyPI).
 """
 from __future__ import annotations
 
+from elite_ros.dds import default_profile, profile_environment
 from elite_ros.handler import OUTPUTS  # no ROS import: usable without a ROS distro
 from elite_ros.params import default_params_file
 
@@ -25,6 +32,10 @@ ARGUMENTS = {
     "device": ("", "auto | cpu | cuda | cuda:N; empty: the params file's value"),
     "use_sim_time": ("false", "use /clock (set true when replaying a bag with `ros2 bag play --clock`)"),
     "node_name": (NODE_NAME, "name of the node"),
+    "dds_profile": (str(default_profile()), "Fast DDS XML profile for the node (large clouds: a larger shared-memory "
+                                            "segment); empty: Fast DDS's defaults"),
+    "respawn": ("false", "restart the node when it exits; false: the launch shuts down with the node"),
+    "respawn_delay": ("2.0", "seconds before a respawn"),
 }
 
 
@@ -45,15 +56,21 @@ def node_arguments(values: dict[str, str]) -> dict:
     return {
         "package": "elite_ros", "executable": "segment_node", "name": values["node_name"], "output": "screen",
         "emulate_tty": True, "parameters": [values["params_file"], overrides], "remappings": remappings,
+        "additional_env": profile_environment(values["dds_profile"]),
+        "respawn": _true(values["respawn"]), "respawn_delay": float(values["respawn_delay"]),
     }
 
 
 def _node(context, *args, **kwargs):
+    from launch.actions import Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    return [Node(**node_arguments(values))]
+    arguments = node_arguments(values)
+    if not arguments["respawn"]:  # the node's end is the launch's end
+        arguments["on_exit"] = [Shutdown(reason=f"{values['node_name']} exited")]
+    return [Node(**arguments)]
 
 
 def generate_launch_description():

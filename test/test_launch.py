@@ -9,7 +9,8 @@ import pytest
 from elite_ros.params import default_params_file, load_params_file
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "segment.launch.py"
-REQUIRED_ARGUMENTS = {"input_topic", "output_prefix", "params_file", "checkpoint", "device", "use_sim_time"}
+REQUIRED_ARGUMENTS = {"input_topic", "output_prefix", "params_file", "checkpoint", "device", "use_sim_time",
+                      "dds_profile", "respawn", "respawn_delay"}
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +50,33 @@ def test_arguments_override_topics_device_checkpoint_and_sim_time(launch_module)
     }
 
 
+def test_dds_profile_for_the_node_and_off_switch(launch_module):
+    import xml.etree.ElementTree as ElementTree
+
+    from elite_ros.dds import PROFILE_ENVIRONMENT, default_profile
+
+    values = defaults(launch_module)
+    assert Path(values["dds_profile"]) == default_profile()
+    env = launch_module.node_arguments(values)["additional_env"]
+    assert set(env) == set(PROFILE_ENVIRONMENT) and all(Path(v) == default_profile() for v in env.values())
+    assert launch_module.node_arguments(values | {"dds_profile": ""})["additional_env"] == {}
+    root = ElementTree.parse(default_profile()).getroot()  # well-formed, and a larger SHM segment is the point
+    segment = root.find(".//{http://www.eprosima.com}segment_size")
+    assert segment is not None and int(segment.text) >= 16 * 2**20
+
+
+def test_respawn_or_shutdown_with_the_node(launch_module):
+    values = defaults(launch_module)
+    args = launch_module.node_arguments(values)
+    assert args["respawn"] is False and "on_exit" not in args  # on_exit=Shutdown is added by the launch action
+    args = launch_module.node_arguments(values | {"respawn": "true", "respawn_delay": "5"})
+    assert args["respawn"] is True and args["respawn_delay"] == 5.0
+
+
 def test_launch_description_builds_the_node(launch_module):
     pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI; it comes with a ROS 2 distro install")
     from launch import LaunchContext
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
     from launch_ros.actions import Node
 
     description = launch_module.generate_launch_description()
@@ -63,6 +87,10 @@ def test_launch_description_builds_the_node(launch_module):
     opaque = next(e for e in description.entities if isinstance(e, OpaqueFunction))
     (node,) = opaque.execute(context)
     assert isinstance(node, Node)
+    assert any(isinstance(e, Shutdown) for e in node.get_sub_entities())  # on_exit: the launch ends with the node
+    context.launch_configurations["respawn"] = "true"
+    (node,) = opaque.execute(context)
+    assert not any(isinstance(e, Shutdown) for e in node.get_sub_entities())
 
 
 def test_outputs_come_from_the_handler_without_a_ros_import(launch_module):
