@@ -252,3 +252,15 @@ def test_the_validation_metric_equals_elite_ros_evaluate_on_the_same_data(tmp_pa
         expected = None if value is None else pytest.approx(value, abs=1e-6)
         assert metrics["iou"][name] == expected, name
     assert (report / "report.md").is_file()
+
+
+def test_the_cli_runs_two_ddp_processes_on_the_cpu(tmp_path):
+    """`fit --devices 2`: Lightning starts the second process itself (gloo); each takes half the frames."""
+    folder = write_tiny_sequence(tmp_path / "seq", count=4)
+    command = _fit_command(folder, tmp_path / "ddp", epochs=1) + ["--devices", "2", "--set", "data.batch_size=1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = read_training_checkpoint(tmp_path / "ddp" / "run" / "version_0" / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 2  # 4 frames / (2 processes x batch 1)
+    assert last["hyper_parameters"]["world_size"] == 2
