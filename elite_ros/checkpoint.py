@@ -2,12 +2,15 @@
 
 A checkpoint is ONE ``.safetensors`` file. Its tensors are the student's ``state_dict`` (canonical sparse
 weight layout ``(out, kz, ky, kx, in)``); its header metadata holds one key, ``elite_ros``, whose value is
-a JSON document (`CheckpointMetadata`): architecture config, class names and palette, learning map, voxel
-grid (size, range, scales), the intensity scale used in training, the training config, the source commit
-and whether the weights were trained at all. Nothing is ever unpickled.
+a JSON document (`CheckpointMetadata`): architecture config, class names and palette, learning map and its
+inverse, voxel grid (size, range, scales), the intensity scale used in training, the training config, the
+source commit and whether the weights were trained at all. Nothing is ever unpickled.
 
 Loading checks every key and shape and names, in one error, all keys that are missing, unexpected or
-mis-shaped; metadata that disagree with the model are refused naming the field.
+mis-shaped; metadata that disagree with the model, or class tables that disagree with each other
+(`labels.class_table_problems`), are refused naming the field. Any class list passes that is consistent:
+the runtime takes names, palette and learning map from here (`CheckpointMetadata.classes`), never from
+SemanticKITTI's tables, which are only the defaults of a checkpoint that says nothing else.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -46,9 +50,12 @@ class CheckpointMetadata:
     """What a checkpoint says about itself (JSON in the safetensors header).
 
     architecture: StudentConfig fields. voxel: VoxelConfig fields (voxel size metres, range, scales).
-    intensity_scale: factor applied to the raw sensor intensity before the network, as in training
-    (1.0 for KITTI's 0..1 reflectance). learning_map: raw SemanticKITTI id -> training id.
-    palette: (num_classes, 3) RGB 0..255. trained: False for untrained (random) weights.
+    intensity_scale: what training multiplied its input intensity (reflectance 0..1, KITTI's unit) by; the
+    network's input is reflectance x intensity_scale (1.0: KITTI's 0..1 as it is; see `elite_ros.segmenter`).
+    learning_map: raw label id (digit string) -> training id. learning_map_inv: training id (digit string)
+    -> the raw id the `label` output writes for it; None (absent) = `labels.invert_learning_map` of the
+    learning map, resolved on construction. palette: (num_classes, 3) RGB 0..255. trained: False for
+    untrained (random) weights. Defaults: SemanticKITTI's classes (`labels.SEMANTIC_KITTI`).
     """
 
     architecture: dict[str, Any]
@@ -57,6 +64,7 @@ class CheckpointMetadata:
     palette: list[list[int]] = field(default_factory=lambda: labels.palette_rgb().tolist())
     learning_map: dict[str, int] = field(
         default_factory=lambda: {str(k): int(v) for k, v in labels.LEARNING_MAP.items()})
+    learning_map_inv: dict[str, int] | None = None
     intensity_scale: float = KITTI_INTENSITY_SCALE
     training: dict[str, Any] = field(default_factory=dict)
     source_commit: str = "unknown"
@@ -72,6 +80,13 @@ class CheckpointMetadata:
         if bad_keys:
             raise ConfigError("learning_map",
                               f"must map raw ids (digit strings) to training ids, got key(s) {bad_keys[:3]}")
+        if self.learning_map_inv is None:
+            inverse = labels.invert_learning_map({int(k): v for k, v in self.learning_map.items()})
+            self.learning_map_inv = {str(k): v for k, v in inverse.items()}
+        bad_keys = [k for k in self.learning_map_inv if not k.isdigit()]
+        if bad_keys:
+            raise ConfigError("learning_map_inv",
+                              f"must map training ids (digit strings) to raw ids, got key(s) {bad_keys[:3]}")
         if not self.intensity_scale > 0:
             raise ConfigError("intensity_scale", f"must be a positive number, got {self.intensity_scale}")
 
@@ -109,6 +124,27 @@ class CheckpointMetadata:
     def voxel_config(self) -> VoxelConfig:
         return load_dataclass(VoxelConfig, self.voxel, path="voxel")
 
+    def class_problems(self) -> list[str]:
+        """Why the class tables disagree with each other (`labels.class_table_problems`); [] when they agree."""
+        learning_map, inverse = self._int_maps()
+        return labels.class_table_problems(self.class_names, self.palette, learning_map, inverse)
+
+    @property
+    def classes(self) -> labels.ClassTable:
+        """The model's classes (names, palette, learning map and inverse). Raises CheckpointError when the
+        tables disagree (`class_problems`)."""
+        problems = self.class_problems()
+        if problems:
+            raise CheckpointError("checkpoint metadata: " + "; ".join(problems))
+        learning_map, inverse = self._int_maps()
+        return labels.ClassTable(tuple(self.class_names), np.asarray(self.palette, dtype=np.uint8),
+                                 learning_map, inverse)
+
+    def _int_maps(self) -> tuple[dict[int, int], dict[int, int]]:
+        inverse = self.learning_map_inv or {}  # resolved by __post_init__
+        return ({int(k): int(v) for k, v in self.learning_map.items()},
+                {int(k): int(v) for k, v in inverse.items()})
+
 
 def source_commit(repo: Path | None = None) -> str:
     """The git commit of this source tree ("unknown" outside git), with "+dirty" for local changes."""
@@ -131,7 +167,8 @@ def _model_architecture(model: nn.Module) -> dict[str, Any]:
 
 
 def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str = "checkpoint") -> None:
-    """Raise CheckpointError naming every metadata field that disagrees with `model`."""
+    """Raise CheckpointError naming every metadata field that disagrees with `model` or with the other fields
+    (the class tables: `CheckpointMetadata.class_problems`)."""
     problems = []
     expected = _model_architecture(model)
     found = metadata.architecture
@@ -143,22 +180,9 @@ def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str =
         elif _normalise(found[name]) != _normalise(expected[name]):
             problems.append(f"architecture.{name} = {found[name]!r} in file, {expected[name]!r} in model")
     num_classes = expected.get("num_classes")
-    if num_classes is not None:
-        if len(metadata.class_names) != num_classes:
-            problems.append(f"class_names has {len(metadata.class_names)} names, model has {num_classes} classes")
-        if len(metadata.palette) != num_classes or any(len(c) != 3 for c in metadata.palette):
-            problems.append(f"palette must be {num_classes} RGB triples")
-    # the runtime names classes and maps raw ids with elite_ros.labels: the file must agree with it
-    if len(metadata.class_names) == len(labels.CLASS_NAMES) and list(metadata.class_names) != list(labels.CLASS_NAMES):
-        differ = [f"{i}: {a!r} in file, {b!r} here" for i, (a, b) in
-                  enumerate(zip(metadata.class_names, labels.CLASS_NAMES)) if a != b]
-        problems.append(f"class_names differ from elite_ros.labels ({'; '.join(differ[:3])})")
-    expected_map = {str(k): int(v) for k, v in labels.LEARNING_MAP.items()}
-    if metadata.learning_map != expected_map:
-        differ = sorted(set(metadata.learning_map) ^ set(expected_map), key=int)
-        differ += [k for k in sorted(set(metadata.learning_map) & set(expected_map), key=int)
-                   if metadata.learning_map[k] != expected_map[k]]
-        problems.append(f"learning_map differs from elite_ros.labels at raw id(s) {differ[:5]}")
+    if num_classes is not None and len(metadata.class_names) != num_classes:
+        problems.append(f"class_names has {len(metadata.class_names)} names, model has {num_classes} classes")
+    problems += metadata.class_problems()  # any consistent class list: names, palette, learning map, inverse
     try:
         voxel = metadata.voxel_config
     except ConfigError as error:
@@ -171,7 +195,8 @@ def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str =
     if not (isinstance(metadata.intensity_scale, (int, float)) and metadata.intensity_scale > 0):
         problems.append(f"intensity_scale must be a positive number, got {metadata.intensity_scale!r}")
     if problems:
-        raise CheckpointError(f"{source}: metadata disagree with the model: " + "; ".join(problems))
+        raise CheckpointError(f"{source}: metadata disagree with the model or with each other: "
+                              + "; ".join(problems))
 
 
 def _normalise(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -184,20 +185,59 @@ def test_metadata_of_the_wrong_type_is_refused_naming_the_field(tmp_path, name, 
         load_checkpoint(_rewrite(path, metadata_json=text), _model(1))
 
 
-def test_class_names_and_learning_map_must_match_the_runtime_labels(tmp_path):
+def test_other_classes_load_when_their_tables_agree(tmp_path):
+    """Any consistent class list is a checkpoint's own business: a 5-class model loads with its tables."""
+    import custom_classes
+
+    path = custom_classes.save_checkpoint(tmp_path / "five.safetensors")
+    model = Student(StudentConfig(hidden_channels=8, decoder_channels=8, num_classes=5))
+    metadata = load_checkpoint(path, model)
+    classes = metadata.classes
+    assert classes.names == tuple(custom_classes.NAMES) and classes.palette.tolist() == custom_classes.PALETTE
+    assert classes.to_raw_ids(np.arange(5)).tolist() == [0, 101, 200, 300, 401]
+    assert classes.to_training_ids(np.array([100, 401 | (9 << 16), 3, 40])).tolist() == [1, 4, 0, 0]
+    # SemanticKITTI's 20 classes with swapped names are just another consistent list
+    swapped = json.loads(read_metadata(save_checkpoint(tmp_path / "s.safetensors", _model(0))).to_json())
+    swapped["class_names"][1], swapped["class_names"][2] = swapped["class_names"][2], swapped["class_names"][1]
+    assert load_checkpoint(_rewrite(tmp_path / "s.safetensors", metadata_json=json.dumps(swapped)),
+                           _model(1)).classes.names[1] == "bicycle"
+
+
+def test_an_inverse_is_derived_when_the_file_has_none(tmp_path):
     path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
     metadata = json.loads(read_metadata(path).to_json())
-    metadata["class_names"][1], metadata["class_names"][2] = metadata["class_names"][2], metadata["class_names"][1]
-    with pytest.raises(CheckpointError, match=r"class_names differ from elite_ros.labels \(1: 'bicycle'"):
-        load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
+    assert metadata["learning_map_inv"]["5"] == 20  # SemanticKITTI's learning_map_inv, not the smallest (13)
+    del metadata["learning_map_inv"]  # a file written before the field existed
+    assert CheckpointMetadata.from_json(json.dumps(metadata)).classes.to_raw_ids(np.array([5])).tolist() == [20]
+    # another learning map: each class's smallest raw id (classes 1..19 <- raw 100..137, two raw ids each)
+    metadata["learning_map"] = {"0": 0, **{str(raw): (raw - 100) % 19 + 1 for raw in range(100, 138)}}
+    metadata["class_names"], metadata["palette"] = [f"c{i}" for i in range(20)], [[i, i, i] for i in range(20)]
+    derived = CheckpointMetadata.from_json(json.dumps(metadata)).classes
+    assert derived.to_raw_ids(np.arange(20)).tolist() == [0] + list(range(100, 119))
+    assert derived.to_training_ids(np.array([119, 137])).tolist() == [1, 19]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m["class_names"].__setitem__(2, "car"), r"class_names must be unique: \['car'\]"),
+    (lambda m: m["class_names"].__setitem__(3, " "), r"class_names must be non-empty: id\(s\) \[3\]"),
+    (lambda m: m["palette"].pop(), r"palette must hold one \[r, g, b\] per class name \(20\)"),
+    (lambda m: m["learning_map"].__setitem__("10", 20), r"learning_map maps raw id\(s\) \[10\] to training id\(s\) "
+                                                       r"\[20\] outside the classes 0..19"),
+    (lambda m: m["learning_map"].__setitem__("70000", 1), r"learning_map keys must be raw ids 0..65535"),
+    (lambda m: m["learning_map"].update({k: 1 for k, v in m["learning_map"].items() if v == 0}),
+     r"learning_map maps no raw id to the ignore class 0"),
+    (lambda m: m["learning_map_inv"].__setitem__("1", 11), r"learning_map_inv does not invert learning_map at "
+                                                         r"training id\(s\) 1 \(raw 11 -> 2\)"),
+    (lambda m: m["learning_map_inv"].pop("19"), r"learning_map_inv lacks training id\(s\) \[19\]"),
+])
+def test_class_tables_that_disagree_are_refused_naming_the_field(tmp_path, edit, message):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
     metadata = json.loads(read_metadata(path).to_json())
-    metadata["learning_map"]["252"] = 2
-    with pytest.raises(CheckpointError, match=r"learning_map differs from elite_ros.labels at raw id\(s\) \['252'\]"):
+    edit(metadata)
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
-    metadata = json.loads(read_metadata(path).to_json())
-    del metadata["learning_map"]["10"]
-    with pytest.raises(CheckpointError, match=r"learning_map differs .* \['10'\]"):
-        load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
+    with pytest.raises(CheckpointError, match=message):
+        CheckpointMetadata.from_json(json.dumps(metadata)).classes  # noqa: B018 - the property raises
 
 
 def test_default_checkpoint_name_changes_with_the_architecture(monkeypatch):
