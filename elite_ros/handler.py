@@ -6,14 +6,16 @@ The rclpy node (`elite_ros.node`), bag replay (`elite_ros.replay`), evaluation a
 Per message:
 1. `cloud.decode` -> finite points (any field layout); a malformed message raises `CloudFormatError`,
    which `process` counts as *rejected* and reports (the caller logs it; nothing is published).
-2. Range limits (`min_range` <= |xyz| <= `max_range`, metres, sensor origin) and intensity normalisation
-   (raw / `intensity_max` -> KITTI's 0..1; absent intensity -> the network sees zeros). This is the only
-   intensity scaling: the Segmenter is built with `intensity_scale=1.0` (network units = KITTI 0..1, what
-   training produces), so a checkpoint's metadata `intensity_scale` is not applied a second time.
+2. Range limits (`min_range` <= |xyz| <= `max_range`, metres, sensor origin) and intensity normalisation:
+   raw / `intensity_max` -> reflectance in KITTI's 0..1 (absent intensity -> the network sees zeros). That
+   is the sensor's half of the intensity rule; the Segmenter then multiplies by the checkpoint's
+   `intensity_scale` (network intensity = raw / intensity_max x intensity_scale, `elite_ros.segmenter`).
 3. `Segmenter.predict` -> class id and probability for every message point (0 = unlabelled for dropped,
    non-finite and out-of-range points).
 4. The requested outputs: segmentation (input + `class_id`/`label` [+ `probability`]), visualization
-   (x, y, z, rgb), filtered (input minus `filtered_classes`); all carry the input header.
+   (x, y, z, rgb), filtered (input minus `filtered_classes`); all carry the input header. Class names,
+   palette and the raw ids of `label` are the model's (`ScanSegmenter.classes`: the checkpoint's tables),
+   and `filtered_classes` must name classes of that model (ParameterError otherwise).
 
 Input fields are never overwritten: a cloud that already has the segmentation's label field (`class_id`
 or `label`, per `label_format`) or `probability` (when `publish_probability`) -- e.g. a labelled KITTI bag
@@ -42,6 +44,7 @@ from elite_ros.cloud import (
     visualization_cloud,
     with_labels,
 )
+from elite_ros.labels import SEMANTIC_KITTI, ClassTable
 from elite_ros.params import ParameterError, SegmentParams
 
 if TYPE_CHECKING:
@@ -52,10 +55,6 @@ if TYPE_CHECKING:
 OUTPUTS = ("segmentation", "visualization", "filtered")
 #: the keys of `HandlerResult.timings_ms`: Autoware's debug processing_time stages
 PROCESSING_STAGES = ("preprocess", "inference", "postprocess", "total")
-#: The handler is the ONE place intensity is scaled: raw / `intensity_max` -> KITTI's 0..1 reflectance, the
-#: unit the network is trained in (training reads KITTI .bin values as they are). The Segmenter is therefore
-#: built with intensity_scale 1.0, never the checkpoint's `intensity_scale` on top of `intensity_max`.
-NETWORK_INTENSITY_SCALE = 1.0
 #: PointField datatype -> raw value of full reflectance when `intensity_max` is 0 (auto)
 AUTO_INTENSITY_MAX = {1: 127.0, 2: 255.0, 3: 32767.0, 4: 65535.0, 5: 2147483647.0, 6: 4294967295.0, 7: 1.0, 8: 1.0}
 
@@ -95,8 +94,8 @@ class ScanSegmenter(Protocol):
     def device(self) -> torch.device: ...
 
     @property
-    def palette(self) -> np.ndarray:
-        """(num_classes, 3) uint8 RGB per training id."""
+    def classes(self) -> ClassTable:
+        """The model's classes: names, palette (C, 3) uint8 RGB, learning map and its inverse."""
         ...
 
     @property
@@ -115,8 +114,9 @@ class SegmentationHandler:
         self.params = params or SegmentParams()
         self.counters = HandlerCounters()
         self.last_error: str | None = None
-        self._filtered_ids = self.params.filtered_class_ids
-        self._palette = getattr(segmenter, "palette", None)
+        #: the model's classes (SemanticKITTI's for a segmenter that names none, e.g. None in prepare-only use)
+        self.classes: ClassTable = getattr(segmenter, "classes", None) or SEMANTIC_KITTI
+        self._filtered_ids = self.params.filtered_class_ids(self.classes)  # ParameterError for unknown names
 
     @classmethod
     def from_params(cls, params: SegmentParams | None = None, *, warmup: bool = True) -> SegmentationHandler:
@@ -145,7 +145,7 @@ class SegmentationHandler:
             segmenter = Segmenter.from_checkpoint(
                 checkpoint or None, device=params.device, precision=params.precision,
                 backend=params.backend, tta_votes=params.tta_votes, max_points=params.max_points or None,
-                intensity_scale=NETWORK_INTENSITY_SCALE, warmup=warmup,
+                warmup=warmup,
             )
         except (CheckpointError, OSError) as error:  # unreadable file, metadata the model refuses
             raise ParameterError("checkpoint", str(error)) from None
@@ -266,10 +266,10 @@ class SegmentationHandler:
         if "segmentation" in wanted:
             built["segmentation"] = with_labels(
                 msg, class_id, probability if p.publish_probability else None,
-                label_format=p.label_format,
+                label_format=p.label_format, classes=self.classes,
             )
         if "visualization" in wanted:
-            built["visualization"] = visualization_cloud(msg, class_id, self._palette)
+            built["visualization"] = visualization_cloud(msg, class_id, self.classes.palette)
         if "filtered" in wanted:
             built["filtered"] = filter_cloud(msg, ~np.isin(class_id, self._filtered_ids))
         return built

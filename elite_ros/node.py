@@ -157,7 +157,8 @@ class SegmentNode(Node):
         self._hardware_id = str(getattr(self.handler.segmenter, "device", self.params.device))
         self.get_logger().info(
             f"segmenting {self._input.topic_name} -> {', '.join(p.topic_name for p in self._outputs.values())} "
-            f"on {self._hardware_id}, checkpoint {self.params.checkpoint or '(bundled default)'}"
+            f"on {self._hardware_id}, checkpoint {self.params.checkpoint or '(bundled default)'} with "
+            f"{self.handler.classes.num_classes} classes; filtered: {', '.join(self.params.filtered_classes) or 'none'}"
         )
         if not self.handler.trained:
             self.get_logger().warning("the checkpoint's weights are UNTRAINED: the labels are meaningless")

@@ -22,7 +22,7 @@ import yaml
 
 from elite_ros.cloud import DEFAULT_INTENSITY_FIELDS  # tried in order when `intensity_field` is empty
 from elite_ros.config_loader import ConfigError, dump_dataclass, load_dataclass
-from elite_ros.labels import CLASS_NAMES
+from elite_ros.labels import ClassTable
 
 PACKAGE = "elite_ros"
 SCHEMA_FILE = ("schema", "segment.param.schema.json")
@@ -95,10 +95,14 @@ class SegmentParams:
             return ()
         return (name,)
 
-    @property
-    def filtered_class_ids(self) -> np.ndarray:
-        """(K,) uint8 training ids removed from the filtered cloud."""
-        return np.array([CLASS_NAMES.index(name) for name in self.filtered_classes], dtype=np.uint8)
+    def filtered_class_ids(self, classes: ClassTable) -> np.ndarray:
+        """(K,) uint8 training ids removed from the filtered cloud: `filtered_classes` looked up among the
+        loaded model's `classes` (its checkpoint's names). Raises ParameterError('filtered_classes') naming
+        the unknown names and the model's classes."""
+        try:
+            return classes.ids_of(self.filtered_classes)
+        except KeyError as error:
+            raise ParameterError("filtered_classes", f"{error.args[0]} (name some of them, or none: [])") from None
 
 
 def find_share_file(kind: str, name: str) -> Path:

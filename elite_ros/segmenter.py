@@ -7,10 +7,17 @@ probability for EVERY message point:
 
 - points outside the volume (strict, docs/reference.md §2), non-finite points and points the decoder
   dropped get class 0 (unlabelled) and probability 0;
+- intensity: ``scan.intensity`` is reflectance in KITTI's unit, 0..1 (the handler makes it so: raw /
+  `intensity_max`, the sensor's value of full reflectance). The network's input is that reflectance times
+  `intensity_scale`, the checkpoint's record of what training multiplied its input intensity by (1.0 for
+  KITTI's 0..1 as it is). So, end to end, **network intensity = raw / intensity_max x intensity_scale**:
+  the sensor's factor comes from the node's parameter, the model's from its checkpoint, each applied
+  once (here the model's, in `_prepare`). `intensity_scale=` overrides the checkpoint's value, e.g. for a
+  caller that feeds raw values instead of reflectance (pass the checkpoint's scale / intensity_max);
 - a missing intensity channel is read as zeros (the network still runs; accuracy drops for models trained
-  with intensity); intensities are multiplied by `intensity_scale` (checkpoint metadata by default, e.g.
-  1.0 for KITTI's 0..1 reflectance; pass 1/255 for Autoware's uint8 intensity);
-- class = argmax over all classes (as the official test code), probability = softmax of that class;
+  with intensity);
+- class = argmax over all classes (as the official test code), probability = softmax of that class; the
+  classes (names, palette, learning map) are the checkpoint's (`classes`), SemanticKITTI's by default;
 - with a point cap (`max_points`), a deterministic subsample runs the network: first one point per 0.1 m
   voxel (lowest index), then a seeded random choice among the rest; every other point takes the mean
   logits of the sampled points of its 0.1 m voxel, else of its voxel at the next coarser scale (0.2, 0.4,
@@ -39,6 +46,7 @@ from .cloud import Scan, scan_from_arrays
 from .config_loader import load_dataclass
 from .device import resolve_device, resolve_precision
 from .heap import retain_freed_memory
+from .labels import ClassTable
 from .sparse import BackendError
 from .student import Student, StudentConfig, StudentInput
 from .voxel import VoxelConfig, cell_keys, in_range_mask, voxelise
@@ -99,6 +107,7 @@ class Segmenter:
         self.max_points = None if max_points is None else int(max_points)
         self.intensity_scale = float(scale)
         self.voxel_config: VoxelConfig = metadata.voxel_config
+        self.classes: ClassTable = metadata.classes  # CheckpointError when its tables disagree
         self.model = model.to(device=device, dtype=dtype).eval()
         if retain_memory and device.type == "cpu":
             retain_freed_memory()  # process-wide: see elite_ros.heap
@@ -117,7 +126,8 @@ class Segmenter:
 
         precision: "fp32", or "fp16" / "bf16" on CUDA or on a CPU with native units for it (see
         `resolve_precision`). backend: sparse backend, "auto" picks the fastest available for inference.
-        intensity_scale: None = the checkpoint's value.
+        intensity_scale: the network's input intensity = scan intensity x this; None = the checkpoint's
+        value (what training multiplied reflectance 0..1 by; see the module docstring).
         retain_memory: on the CPU, keep freed heap memory in the process (`elite_ros.heap`): no page
         faults per scan, resident memory stays at one scan's peak.
         """
@@ -150,12 +160,12 @@ class Segmenter:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.metadata.class_names)
+        return list(self.classes.names)
 
     @property
     def palette(self) -> np.ndarray:
         """(num_classes, 3) uint8 RGB."""
-        return np.asarray(self.metadata.palette, dtype=np.uint8)
+        return self.classes.palette
 
     @property
     def backend(self) -> str:
@@ -245,6 +255,7 @@ class Segmenter:
         if intensity is None:
             points[:, 3] = 0.0
         else:
+            # the model's factor: network intensity = raw / intensity_max x intensity_scale (module docstring)
             values = intensity[kept].astype(np.float32) * np.float32(self.intensity_scale)
             points[:, 3] = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         tensor = torch.from_numpy(points).to(self.device)

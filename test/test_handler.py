@@ -80,7 +80,7 @@ def test_every_luminar_cloud(segmenter, luminar):
         np.testing.assert_array_equal(vis_points["x"], points_in["x"])
         np.testing.assert_array_equal(vis_points["rgb"].view(np.uint32), packed_rgb(class_id))
         # filtered: the input layout minus the ground classes
-        keep = ~np.isin(class_id, SegmentParams().filtered_class_ids)
+        keep = ~np.isin(class_id, SegmentParams().filtered_class_ids(segmenter.classes))
         assert filt.point_step == msg.point_step and [f.name for f in filt.fields] == names_in
         np.testing.assert_array_equal(read_points(filt), points_in[keep])
         assert set(result.timings_ms) == {"preprocess", "inference", "postprocess", "total"}
@@ -268,10 +268,72 @@ def test_checkpoint_path_with_tilde_is_expanded_for_check_and_load(tiny_scaled_c
         SegmentationHandler.from_params(SegmentParams(checkpoint="~/missing.safetensors", device="cpu"))
 
 
-def test_intensity_is_normalised_once(tiny_scaled_checkpoint):
-    """raw / intensity_max in the handler is the only scaling: the segmenter runs with intensity_scale 1."""
-    from elite_ros.handler import NETWORK_INTENSITY_SCALE
+def test_intensity_is_raw_over_intensity_max_times_the_checkpoints_scale(tiny_scaled_checkpoint):
+    """The sensor's factor (intensity_max, a parameter) and the model's (intensity_scale, its metadata)
+    compose as a product, each applied once: network intensity = raw / intensity_max x intensity_scale."""
+    import torch
 
     handler = SegmentationHandler.from_params(
-        SegmentParams(checkpoint=str(tiny_scaled_checkpoint), device="cpu"), warmup=False)
-    assert NETWORK_INTENSITY_SCALE == 1.0 and handler.segmenter.intensity_scale == 1.0
+        SegmentParams(checkpoint=str(tiny_scaled_checkpoint), device="cpu", intensity_max=200.0), warmup=False)
+    assert handler.segmenter.intensity_scale == 0.5  # the checkpoint's, not forced to 1
+    seen: list[torch.Tensor] = []
+    hook = handler.segmenter.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].points.clone()))
+    xyz = np.array([[5.0, 0.0, 0.0], [6.0, 1.0, 0.0], [7.0, -1.0, 0.5], [90.0, 0.0, 0.0]], np.float32)
+    raw = np.array([200, 50, 100, 7], np.uint16)
+    cloud = make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "intensity": raw}, header_of())
+    try:
+        assert handler.process(cloud, ["segmentation"]).ok
+    finally:
+        hook.remove()
+    network_input = seen[0].numpy()  # the three in-grid points, in order: x, y, z, intensity
+    np.testing.assert_allclose(network_input[:, :3], xyz[:3])
+    np.testing.assert_allclose(network_input[:, 3], raw[:3] / 200.0 * 0.5, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def five_class_segmenter(tmp_path_factory):
+    import custom_classes
+
+    from elite_ros.segmenter import Segmenter
+
+    path = custom_classes.save_checkpoint(tmp_path_factory.mktemp("five") / "five.safetensors")
+    return Segmenter.from_checkpoint(path, device="cpu", warmup=False)
+
+
+def test_a_model_with_its_own_classes_serves_every_output(five_class_segmenter, luminar):
+    """Names, palette, learning-map inverse and filtered class names all come from the 5-class checkpoint."""
+    import custom_classes
+
+    msg = luminar[0]
+    first = SegmentationHandler(five_class_segmenter, SegmentParams(filtered_classes=())).process(msg)
+    assert first.ok, first.error
+    class_id = first.class_id
+    assert class_id.max() < 5 and len(np.unique(class_id[class_id > 0])) > 1
+    common = int(np.bincount(class_id[class_id > 0]).argmax())
+    name = custom_classes.NAMES[common]
+    params = SegmentParams(filtered_classes=(name, "void"), label_format="label")
+    result = SegmentationHandler(five_class_segmenter, params).process(msg)
+    assert result.ok, result.error
+    np.testing.assert_array_equal(result.class_id, class_id)
+    # segmentation: `label` = raw id through this model's learning-map inverse (101 for ground, not 40)
+    label = read_points(result.outputs["segmentation"])["label"]
+    np.testing.assert_array_equal(label, custom_classes.raw_labels(class_id))
+    assert set(np.unique(label)) <= {0, 101, 200, 300, 401}
+    # visualization: this model's palette
+    rgb = read_points(result.outputs["visualization"])["rgb"].view(np.uint32)
+    np.testing.assert_array_equal(rgb, packed_rgb(class_id, np.array(custom_classes.PALETTE, np.uint8)))
+    # filtered: the named class (and void) removed, by this model's names
+    removed = np.isin(class_id, [0, common])
+    assert removed.any() and (~removed).any()
+    np.testing.assert_array_equal(read_points(result.outputs["filtered"]), read_points(msg)[~removed])
+
+
+def test_filtered_classes_must_be_the_models_names(five_class_segmenter, segmenter):
+    """SemanticKITTI names mean nothing to a 5-class model (and its names nothing to SemanticKITTI's)."""
+    with pytest.raises(ParameterError, match=r"'filtered_classes'.*\['road'\].*void, ground, wall, plant, vehicle"):
+        SegmentationHandler(five_class_segmenter, SegmentParams(filtered_classes=("road",)))
+    with pytest.raises(ParameterError, match="'filtered_classes'") as raised:
+        SegmentationHandler(segmenter, SegmentParams(filtered_classes=("ground", "roads")))
+    assert raised.value.name == "filtered_classes" and "['ground', 'roads']" in str(raised.value)
+    wall = SegmentationHandler(five_class_segmenter, SegmentParams(filtered_classes=("wall",)))
+    assert wall.classes.names[2] == "wall"

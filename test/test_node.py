@@ -97,8 +97,8 @@ class DdsPeer:
 def setup(ros_context, tiny_checkpoint):
     created = []
 
-    def build(subscribe_outputs: bool = True, **overrides):
-        node = make_node(ros_context, tiny_checkpoint, **overrides)
+    def build(subscribe_outputs: bool = True, checkpoint: Path | None = None, **overrides):
+        node = make_node(ros_context, checkpoint or tiny_checkpoint, **overrides)
         tester = DdsPeer(ros_context, node, subscribe_outputs)
         executor = SingleThreadedExecutor(context=ros_context)
         executor.add_node(node)
@@ -286,3 +286,35 @@ def test_starts_with_the_shipped_params_file_and_ros_standard_keys(tiny_checkpoi
             node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def five_class_checkpoint(tmp_path_factory) -> Path:
+    import custom_classes
+
+    return custom_classes.save_checkpoint(tmp_path_factory.mktemp("five") / "five.safetensors")
+
+
+def test_a_model_with_its_own_classes_over_dds(setup, luminar_clouds, five_class_checkpoint):
+    """5 classes of its own: `label` through its learning-map inverse, `filtered_classes` by its names."""
+    import custom_classes
+
+    executor, node, tester = setup(checkpoint=five_class_checkpoint, label_format="label",
+                                   filtered_classes=["void", "ground"])
+    assert node.handler.classes.names == tuple(custom_classes.NAMES)
+    cloud = luminar_clouds[0]
+    tester.pub.publish(cloud)
+    assert spin_until(executor, lambda: all(len(tester.received[f"out/{k}"]) == 1 for k in node.output_topics))
+    label = read_points(tester.received["out/segmentation"][0])["label"]
+    assert label.shape == (cloud.width * cloud.height,) and set(np.unique(label)) <= {0, 101, 200, 300, 401}
+    raw_to_class = {raw: c for c, raw in custom_classes.RAW_OF.items()}
+    class_id = np.array([raw_to_class[int(r)] for r in label])
+    kept = ~np.isin(class_id, [0, 1])
+    assert kept.any() and (~kept).any() and np.isin(class_id, [1]).any()
+    assert tester.received["out/filtered"][0].width == int(kept.sum())
+
+
+def test_a_model_refuses_names_it_does_not_have(ros_context, five_class_checkpoint):
+    with pytest.raises(ParameterError, match="void, ground, wall, plant, vehicle") as info:
+        make_node(ros_context, five_class_checkpoint, filtered_classes=["road"])
+    assert info.value.name == "filtered_classes"

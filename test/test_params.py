@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from elite_ros.labels import CLASS_NAMES
+from elite_ros.labels import CLASS_NAMES, SEMANTIC_KITTI
 from elite_ros.params import (
     DEFAULT_INTENSITY_FIELDS,
     ParameterError,
@@ -47,7 +47,8 @@ def test_dataclass_schema_and_yaml_agree():
         ({"max_points": 1.5}, "max_points"),
         ({"intensity_max": -1.0}, "intensity_max"),
         ({"latency_budget_ms": 0.0}, "latency_budget_ms"),
-        ({"filtered_classes": ["roads"]}, "filtered_classes"),
+        ({"filtered_classes": [""]}, "filtered_classes"),
+        ({"filtered_classes": ["road", "road"]}, "filtered_classes"),
         ({"publish_rgb": "yes"}, "publish_rgb"),
         ({"min_range": 50.0, "max_range": 10.0}, "min_range"),
         ({"no_such_thing": 1}, "no_such_thing"),
@@ -65,7 +66,7 @@ def test_valid_values_are_typed():
     assert p.device == "cuda:1"
     assert isinstance(p.max_range, float) and p.max_range == 80.0
     assert isinstance(p.max_points, int) and p.max_points == 5000
-    assert p.filtered_classes == () and p.filtered_class_ids.size == 0
+    assert p.filtered_classes == () and p.filtered_class_ids(SEMANTIC_KITTI).size == 0
     assert p.replace(tta_votes=3).tta_votes == 3
 
 
@@ -73,8 +74,23 @@ def test_intensity_fields_and_filtered_ids():
     assert SegmentParams().intensity_fields == DEFAULT_INTENSITY_FIELDS
     assert SegmentParams(intensity_field="reflectivity").intensity_fields == ("reflectivity",)
     assert SegmentParams(intensity_field="none").intensity_fields == ()
-    ids = SegmentParams().filtered_class_ids
+    ids = SegmentParams().filtered_class_ids(SEMANTIC_KITTI)
     assert [CLASS_NAMES[i] for i in ids] == list(SegmentParams().filtered_classes)
+
+
+def test_filtered_classes_are_looked_up_among_the_models_classes():
+    """Any name passes the schema; the loaded model's classes decide (SemanticKITTI's are only a default)."""
+    from elite_ros.labels import ClassTable
+
+    five = ClassTable.build(["void", "ground", "wall", "plant", "vehicle"], [[0, 0, 0]] * 5,
+                            {0: 0, 100: 1, 200: 2, 300: 3, 400: 4})
+    params = SegmentParams.from_dict({"filtered_classes": ["ground", "plant"]})
+    assert params.filtered_class_ids(five).tolist() == [1, 3]
+    for table, wrong in ((SEMANTIC_KITTI, ["ground"]), (five, ["road"]), (SEMANTIC_KITTI, ["roads"])):
+        with pytest.raises(ParameterError) as info:
+            SegmentParams.from_dict({"filtered_classes": wrong}).filtered_class_ids(table)
+        assert info.value.name == "filtered_classes" and "'filtered_classes'" in str(info.value)
+        assert f"{wrong}" in str(info.value) and ", ".join(table.names) in str(info.value)
 
 
 def test_params_file_errors(tmp_path: Path):

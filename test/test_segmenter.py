@@ -272,3 +272,19 @@ def test_predict_leaves_the_torch_thread_count_alone(segmenter, small_scan):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_model_with_its_own_classes(tmp_path, small_scan):
+    """5 classes with their own names, palette, learning map and intensity scale: all from the checkpoint."""
+    import custom_classes
+
+    five = Segmenter.from_checkpoint(custom_classes.save_checkpoint(tmp_path / "five.safetensors"), device="cpu",
+                                     warmup=False)
+    assert five.class_names == custom_classes.NAMES and five.classes.names == tuple(custom_classes.NAMES)
+    assert five.palette.tolist() == custom_classes.PALETTE and five.palette.dtype == np.uint8
+    assert five.classes.to_raw_ids(np.arange(5)).tolist() == [0, 101, 200, 300, 401]
+    assert five.intensity_scale == custom_classes.INTENSITY_SCALE and five.voxel_config == five.metadata.voxel_config
+    prediction = five.predict(small_scan)
+    inside = np.asarray(in_range_mask(small_scan.xyz))
+    assert prediction.class_id.max() < 5 and len(np.unique(prediction.class_id[inside])) > 1
+    assert (prediction.probability[inside] > 1.0 / 5 - 1e-6).all()

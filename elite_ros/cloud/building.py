@@ -34,11 +34,11 @@ from elite_ros.cloud.layout import (
     FieldSpec,
     read_layout,
 )
-from elite_ros.labels import NUM_CLASSES, packed_rgb, palette_rgb, to_raw_ids
+from elite_ros.labels import SEMANTIC_KITTI, ClassTable, packed_rgb, palette_rgb
 
 CLASS_ID_FIELD = "class_id"  # UINT8 training id (Autoware lidar segmentation output)
 PROBABILITY_FIELD = "probability"  # FLOAT32 softmax of the chosen class (Autoware)
-LABEL_FIELD = "label"  # UINT32 raw SemanticKITTI id (PCL PointXYZL / .label convention)
+LABEL_FIELD = "label"  # UINT32 raw id (SemanticKITTI's by default; PCL PointXYZL / .label convention)
 RGB_FIELD = "rgb"  # FLOAT32 holding 0x00RRGGBB (PCL PointXYZRGB convention)
 LABEL_FORMATS = ("class_id", "label")
 
@@ -244,14 +244,15 @@ def make_cloud(
 
 def with_labels(
     msg: Any, class_id: np.ndarray, probability: np.ndarray | None = None, *,
-    label_format: str = "class_id", overwrite: bool = False,
+    label_format: str = "class_id", overwrite: bool = False, classes: ClassTable | None = None,
 ) -> Any:
     """The input cloud with a label (and probability) added to every point.
 
     class_id: (num_points,) training ids per message point (0 = unlabelled). probability: (num_points,)
     float or None (then no probability field is written). label_format "class_id" adds ``class_id``
-    UINT8 (ids 0..255); "label" adds ``label`` UINT32 = raw SemanticKITTI id (`labels.to_raw_ids`, ids
-    0..19). ``probability`` FLOAT32 follows when given.
+    UINT8 (ids 0..255); "label" adds ``label`` UINT32 = the raw id of each training id through the model's
+    learning-map inverse (`classes.to_raw_ids`; default `labels.SEMANTIC_KITTI`: raw SemanticKITTI ids for
+    ids 0..19). ``probability`` FLOAT32 follows when given.
 
     The result is a new message of the input's class: same header (the same object), height, width,
     fields (the same PointField objects), byte order and every input byte of each point (padding
@@ -268,7 +269,8 @@ def with_labels(
     if label_format == "class_id":
         columns = {CLASS_ID_FIELD: (UINT8, _class_ids(class_id, n, 256))}
     elif label_format == "label":
-        columns = {LABEL_FIELD: (UINT32, to_raw_ids(_class_ids(class_id, n, NUM_CLASSES)))}
+        table = classes or SEMANTIC_KITTI
+        columns = {LABEL_FIELD: (UINT32, table.to_raw_ids(_class_ids(class_id, n, table.num_classes)))}
     else:
         raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
     if probability is not None:
