@@ -1,8 +1,9 @@
 """Ground truth in a PointCloud2: which field holds it, and its values as training ids.
 
-A labelled cloud carries raw SemanticKITTI ids (`label`, `gt_label`: `.label` values, instance bits
-included) or training ids 0..19 (any other field, e.g. `gt_class_id`). `class_id` is this package's own
-output and is never taken as ground truth unless named.
+A labelled cloud carries raw ids (`label`, `gt_label`: `.label` values, instance bits included) or
+training ids (any other field, e.g. `gt_class_id`). Raw ids become training ids through the model's
+learning map (a `labels.ClassTable`: the checkpoint's; SemanticKITTI's by default). `class_id` is this
+package's own output and is never taken as ground truth unless named.
 """
 from __future__ import annotations
 
@@ -11,32 +12,32 @@ from typing import Any
 
 import numpy as np
 
-from elite_ros.labels import NUM_CLASSES, to_training_ids
+from elite_ros.labels import SEMANTIC_KITTI, ClassTable
 
 
-def ground_truth_ids(values: np.ndarray, kind: str) -> np.ndarray:
-    """Ground-truth field values (N,) -> training ids uint8 (N,).
+def ground_truth_ids(values: np.ndarray, kind: str, classes: ClassTable = SEMANTIC_KITTI) -> np.ndarray:
+    """Ground-truth field values (N,) -> training ids uint8 (N,) of `classes`.
 
-    kind: "raw" (SemanticKITTI `.label` values / raw ids; instance bits dropped, learning map applied) or
-    "train" (already training ids 0..19).
+    kind: "raw" (`.label` values / raw ids; instance bits dropped, `classes`' learning map applied) or
+    "train" (already training ids 0..C-1).
     """
     if kind == "raw":
-        return to_training_ids(values)
+        return classes.to_training_ids(values)
     if kind == "train":
         values = np.asarray(values)
-        if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
-            raise ValueError(f"training-id ground truth must lie in 0..{NUM_CLASSES - 1}, "
+        if values.size and (values.min() < 0 or values.max() >= classes.num_classes):
+            raise ValueError(f"training-id ground truth must lie in 0..{classes.num_classes - 1}, "
                              f"got {values.min()}..{values.max()}")
         return values.astype(np.uint8)
     raise ValueError(f"unknown ground-truth kind {kind!r} (raw | train)")
 
 
-#: field names holding raw SemanticKITTI ids (`.label` values); any other label field holds training ids
+#: field names holding raw ids (`.label` values); any other label field holds training ids
 RAW_ID_FIELDS = ("label", "gt_label")
 
 
 def ground_truth_kind(field: str) -> str:
-    """"raw" for a field of raw SemanticKITTI ids (`label`, `gt_label`), else "train" (training ids 0..19)."""
+    """"raw" for a field of raw ids (`label`, `gt_label`), else "train" (training ids)."""
     return "raw" if field in RAW_ID_FIELDS else "train"
 
 
@@ -59,14 +60,16 @@ class CloudGroundTruth:
     """Callable: PointCloud2 -> (num_points,) uint8 training ids from its ground-truth field, or None.
 
     field: the field to read (None: the first of GROUND_TRUTH_FIELDS present, except `exclude`).
-    kind: "raw" (SemanticKITTI raw ids / .label values), "train" (training ids) or "auto" (from the name:
-    `label`/`gt_label` raw, otherwise training ids).
+    kind: "raw" (raw ids / .label values), "train" (training ids) or "auto" (from the name:
+    `label`/`gt_label` raw, otherwise training ids). classes: the model's classes (set `classes` once the
+    model is loaded); raw ids go through its learning map.
     """
 
-    def __init__(self, field: str | None = None, kind: str = "auto", exclude: Iterable[str] = ()) -> None:
+    def __init__(self, field: str | None = None, kind: str = "auto", exclude: Iterable[str] = (),
+                 classes: ClassTable = SEMANTIC_KITTI) -> None:
         if kind not in ("auto", "raw", "train"):
             raise ValueError(f"ground-truth kind must be auto, raw or train, got {kind!r}")
-        self.field, self.kind, self.exclude = field, kind, tuple(exclude)
+        self.field, self.kind, self.exclude, self.classes = field, kind, tuple(exclude), classes
         self.found: str | None = None  # the field actually used (after the first labelled cloud)
 
     def __call__(self, msg: Any) -> np.ndarray | None:
@@ -85,4 +88,4 @@ class CloudGroundTruth:
                 return None
             name, kind = found if self.kind == "auto" else (found[0], self.kind)
         self.found = name
-        return ground_truth_ids(read_points(msg)[name], kind)
+        return ground_truth_ids(read_points(msg)[name], kind, self.classes)

@@ -45,6 +45,16 @@ def _check_ids(gt_count: int, pred_count: int, gt, pred, num_classes: int) -> No
             raise ValueError(f"{name} ids must lie in 0..{num_classes - 1}, got {int(ids.min())}..{int(ids.max())}")
 
 
+def error_mask(ground_truth: np.ndarray, prediction: np.ndarray, ignore_id: int = IGNORE_ID) -> np.ndarray:
+    """(N,) bool: the points the metric counts as errors, i.e. the off-diagonal of the cropped confusion
+    matrix: ground truth and prediction both other than `ignore_id`, and different (ref §8: a point
+    predicted as the ignored class is neither a false positive nor a false negative)."""
+    gt, pred = np.asarray(ground_truth).ravel(), np.asarray(prediction).ravel()
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth has {gt.size} points but the prediction {pred.size}")
+    return (gt != ignore_id) & (pred != ignore_id) & (gt != pred)
+
+
 def iou_per_class(confusion, ignore_id: int = IGNORE_ID) -> np.ndarray:
     """(C-1,) float64 IoU of every class but `ignore_id`; NaN where TP + FP + FN = 0.
 

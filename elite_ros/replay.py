@@ -20,13 +20,14 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from elite_ros.bag import TYPESTORE, BagMessage, BagWriter, bag_info, iter_messages
-from elite_ros.cloud import POINTCLOUD2_TYPE, make_cloud
+from elite_ros.cloud import POINTCLOUD2_TYPE, decode, make_cloud
 from elite_ros.evaluate import Evaluation, latency_stats
 from elite_ros.handler import OUTPUTS, SegmentationHandler
 from elite_ros.kitti import KittiFormatError, read_bin, read_label, read_times
@@ -215,7 +216,8 @@ def replay(
     output: rosbag2 folder to write (None: write nothing, e.g. for evaluation); refused when it exists or
     lies inside the input. outputs: which clouds to write per topic (OUTPUTS names). evaluation: when given,
     each frame's timings, and with `ground_truth` (callable msg -> (num_points,) training ids or None) its
-    labels, are accumulated into it. Malformed clouds are skipped and counted (first few reported via `log`).
+    labels (and, for the bird's-eye view, its points on demand), are accumulated into it. Malformed clouds
+    are skipped and counted (first few reported via `log`).
     """
     outputs = [o for o in OUTPUTS if o in set(outputs)]
     selected = recording.select(topics)
@@ -261,7 +263,8 @@ def replay(
                 evaluation.add_frame(result.timings_ms, result.num_points)
                 truth = ground_truth(message.msg) if ground_truth is not None else None
                 if truth is not None and result.class_id is not None:
-                    evaluation.add_labels(truth, result.class_id)
+                    evaluation.add_labels(truth, result.class_id, points=partial(decode, message.msg, None),
+                                          name=f"{message.topic} @ {message.timestamp} ns")
     summary.wall_s = time.perf_counter() - start
     summary.rejected = counters.rejected - rejected_before  # the handler's own classification
     summary.failed = counters.failed - failed_before

@@ -1,7 +1,8 @@
-"""The report folder of a segmentation run: report.md, metrics.json and three figures.
+"""The report folder of a segmentation run: report.md, metrics.json and four figures.
 
 Written atomically (`elite_ros.atomic.atomic_dir`): report.md, metrics.json, confusion.png,
-per_class_iou.png, latency.png. The numbers come from `elite_ros.evaluate.Evaluation`.
+per_class_iou.png, latency.png, bev.png (the bird's-eye view of one frame, `elite_ros.bev`). The numbers
+come from `elite_ros.evaluate.Evaluation`; class names and colours are its model's (`Evaluation.classes`).
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from elite_ros.atomic import atomic_dir
+from elite_ros.bev import BEV_EXTENT_M, ERROR_RGB, BevFrame, bev_panels
 from elite_ros.evaluate import Evaluation
 from elite_ros.handler import PROCESSING_STAGES
-from elite_ros.labels import CLASS_NAMES, NUM_CLASSES, palette_rgb
+from elite_ros.labels import ClassTable
 
 KITTI_ATTRIBUTION = (
     "KITTI data: Geiger, Lenz, Urtasun, *Are we ready for Autonomous Driving? The KITTI Vision Benchmark "
@@ -25,7 +27,7 @@ SEMANTICKITTI_ATTRIBUTION = (
     "SemanticKITTI labels: Behley et al., *SemanticKITTI: A Dataset for Semantic Scene Understanding of "
     "LiDAR Sequences*, ICCV 2019 (CC BY-NC-SA 4.0)."
 )
-REPORT_FILES = ("report.md", "metrics.json", "confusion.png", "per_class_iou.png", "latency.png")
+REPORT_FILES = ("report.md", "metrics.json", "confusion.png", "per_class_iou.png", "latency.png", "bev.png")
 
 
 def write_report(
@@ -39,7 +41,7 @@ def write_report(
     figure_note: str = "",
     overwrite: bool = False,
 ) -> Path:
-    """Write report.md, metrics.json and the three PNGs into `out_dir`, atomically; returns `out_dir`.
+    """Write report.md, metrics.json and the four PNGs into `out_dir`, atomically; returns `out_dir`.
 
     context: extra key/values shown in the report and stored in metrics.json (input, checkpoint, device...).
     attributions: dataset credits printed at the end (e.g. KITTI_ATTRIBUTION).
@@ -56,9 +58,11 @@ def write_report(
     metrics["attributions"] = list(attributions)
     with atomic_dir(out_dir, replace=True) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        _plot_confusion(evaluation.confusion, tmp / "confusion.png", figure_note)
-        _plot_iou(evaluation.iou, metrics["miou"], tmp / "per_class_iou.png", figure_note)
+        classes = evaluation.classes
+        _plot_confusion(evaluation.confusion, classes, tmp / "confusion.png", figure_note)
+        _plot_iou(evaluation.iou, metrics["miou"], classes, tmp / "per_class_iou.png", figure_note)
         _plot_latency(evaluation.latency_ms, evaluation.stage_ms, tmp / "latency.png", figure_note)
+        plot_bev(evaluation.bev, classes, tmp / "bev.png", figure_note)
         (tmp / "report.md").write_text(_markdown(title, metrics))
     return out_dir
 
@@ -88,9 +92,11 @@ def _markdown(title: str, m: dict[str, Any]) -> str:
             f"p90 {lat['p90_ms']:.1f}, p99 {lat['p99_ms']:.1f}, max {lat['max_ms']:.1f}"
         )
     lines.append("")
+    names = m["class_names"]
     if m["labelled_frames"]:
         lines += [
-            "## Accuracy (SemanticKITTI protocol: 19 classes, class 0 ignored, accumulated over the run)",
+            f"## Accuracy (SemanticKITTI protocol: the model's {len(names) - 1} classes, class 0 '{names[0]}' "
+            "ignored, accumulated over the run)",
             "",
             f"**mIoU: {_fmt(m['miou'], 100)} %**",
             "",
@@ -98,8 +104,8 @@ def _markdown(title: str, m: dict[str, Any]) -> str:
             "|---|---:|---:|---:|",
         ]
         cm = np.asarray(m["confusion"])
-        for c in range(1, NUM_CLASSES):
-            name = CLASS_NAMES[c]
+        for c in range(1, len(names)):
+            name = names[c]
             gt_points, predicted_points = int(cm[c, 1:].sum()), int(cm[1:, c].sum())
             lines.append(f"| {name} | {_fmt(m['iou'][name], 100)} | {gt_points:,} | {predicted_points:,} |")
         lines += ["", "n/a: the class occurs neither in the ground truth nor in the prediction "
@@ -113,11 +119,27 @@ def _markdown(title: str, m: dict[str, Any]) -> str:
                 cells = " | ".join(f"{s[key]:.1f}" for key in ("mean_ms", "p50_ms", "p99_ms", "max_ms"))
                 lines.append(f"| {stage} | {cells} |")
         lines.append("")
+    lines += ["## Bird's-eye view", "", _bev_text(m["bev"]), "", "![bird's-eye view](bev.png)", ""]
     lines += ["## Figures", "", "![confusion](confusion.png)", "", "![per-class IoU](per_class_iou.png)", "",
               "![latency](latency.png)", ""]
     if m["attributions"]:
         lines += ["## Data", ""] + [f"- {a}" for a in m["attributions"]] + [""]
     return "\n".join(lines)
+
+
+def _bev_text(bev: dict[str, Any] | None) -> str:
+    """Which frame the bird's-eye view shows, and why (the rule of `elite_ros.evaluate`)."""
+    if bev is None:
+        return "No labelled frame with points: no bird's-eye view."
+    where = f" ({bev['name']})" if bev["name"] else ""
+    return (f"Labelled frame {bev['labelled_frame']}{where}, the frame of median mIoU: its own mIoU is "
+            f"{_fmt(bev['miou'], 100)} %, the median per-frame mIoU of the run "
+            f"{_fmt(bev['median_frame_miou'], 100)} %. "
+            "Chosen while streaming (each frame replaces the kept one when its mIoU is nearer to the median of "
+            "the frames so far), so one frame's points are held. Top-down, x forward up, y left, metres, "
+            f"±{BEV_EXTENT_M:g} m: ground truth, prediction, and the errors in red (points of another class than "
+            f"the ground truth's; unlabelled ground truth and unlabelled predictions are not scored, light grey); "
+            f"{bev['points']:,} points.")
 
 
 def _pyplot():
@@ -129,14 +151,14 @@ def _pyplot():
     return plt
 
 
-def _plot_confusion(confusion: np.ndarray, path: Path, figure_note: str = "") -> None:
-    """Row-normalised 19x19 confusion (class 0 dropped), rows = ground truth."""
+def _plot_confusion(confusion: np.ndarray, classes: ClassTable, path: Path, figure_note: str = "") -> None:
+    """Row-normalised (C-1)x(C-1) confusion (class 0 dropped), rows = ground truth."""
     plt = _pyplot()
     cm = confusion[1:, 1:].astype(np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.where(rows > 0, cm / rows, np.nan)
-    names = CLASS_NAMES[1:]
+    names = classes.names[1:]
     fig, ax = plt.subplots(figsize=(9, 8), dpi=100)
     image = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
@@ -152,11 +174,11 @@ def _plot_confusion(confusion: np.ndarray, path: Path, figure_note: str = "") ->
     plt.close(fig)
 
 
-def _plot_iou(iou: np.ndarray, miou: float | None, path: Path, figure_note: str = "") -> None:
+def _plot_iou(iou: np.ndarray, miou: float | None, classes: ClassTable, path: Path, figure_note: str = "") -> None:
     """Horizontal bars of per-class IoU in the class palette; absent classes marked n/a."""
     plt = _pyplot()
-    names = CLASS_NAMES[1:]
-    colours = palette_rgb()[1:] / 255.0
+    names = classes.names[1:]
+    colours = classes.palette[1:] / 255.0
     values = np.nan_to_num(iou, nan=0.0) * 100
     fig, ax = plt.subplots(figsize=(8, 7), dpi=100)
     y = np.arange(len(names))
@@ -203,5 +225,41 @@ def _plot_latency(
     ax.set_ylabel("ms")
     ax.set_title("Processing time per frame" + (f" ({figure_note})" if figure_note else ""))
     fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_bev(frame: BevFrame | None, classes: ClassTable, path: Path, figure_note: str = "",
+             extent_m: float = BEV_EXTENT_M) -> None:
+    """The bird's-eye view of `frame` (`elite_ros.bev.bev_panels`: ground truth, prediction, errors in red)
+    as three equal-aspect top-down panels, x forward up, y left, +-`extent_m` metres; a legend of the
+    classes present. Without a frame, three empty panels saying so."""
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6.9), dpi=100)
+    panels = bev_panels(frame, classes) if frame is not None and frame.xyz.shape[0] else []
+    for position, ax in enumerate(axes):
+        if panels:
+            panel = panels[position]
+            ax.scatter(panel.xy[:, 1], panel.xy[:, 0], c=panel.rgb / 255.0, s=0.4, marker=".", linewidths=0,
+                       rasterized=True)
+            ax.set_title(panel.title, fontsize=11)
+        else:
+            ax.text(0.5, 0.5, "no labelled frame", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlim(extent_m, -extent_m)  # y points left: positive y on the left
+        ax.set_ylim(-extent_m, extent_m)
+        ax.set_aspect("equal")
+        ax.set_xlabel("y (m, left)")
+        ax.set_ylabel("x (m, forward)")
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    if panels and frame is not None:
+        present = np.union1d(np.unique(frame.ground_truth), np.unique(frame.prediction))
+        handles = [Patch(color=classes.palette[c] / 255.0, label=classes.names[c]) for c in present]
+        handles.append(Patch(color=f"#{ERROR_RGB[0]:02x}{ERROR_RGB[1]:02x}{ERROR_RGB[2]:02x}", label="error"))
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 11), fontsize=8, frameon=False)
+    title = "Bird's-eye view" + (f": {frame.name}" if frame is not None and frame.name else "")
+    fig.suptitle(title + (f" ({figure_note})" if figure_note else ""))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
     plt.close(fig)

@@ -179,3 +179,41 @@ def test_one_definition_of_outputs_and_free_paths(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r_2").mkdir()
     assert replay.free_path(tmp_path / "r") == tmp_path / "r_3"
+
+
+def test_evaluate_a_model_with_its_own_classes(capsys, tmp_path):
+    """A 5-class checkpoint: ground truth through its learning map, its names in the tables, its BEV palette."""
+    import custom_classes
+
+    checkpoint = custom_classes.save_checkpoint(tmp_path / "five.safetensors")
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    raw_ids = np.array([0, 3, 100, 101, 200, 300, 400, 401, 40], np.uint32)  # 40: SemanticKITTI road, unknown here
+    all_raw = []
+    for frame in range(2):
+        points = np.column_stack([rng.uniform(-40, 40, (3000, 2)), rng.uniform(-2, 1, 3000),
+                                  rng.uniform(0, 1, 3000)]).astype(np.float32)
+        raw = raw_ids[rng.integers(0, raw_ids.size, 3000)]
+        points.tofile(folder / f"{frame:06d}.bin")
+        (raw | (np.uint32(frame + 1) << 16)).tofile(folder / f"{frame:06d}.label")  # with instance bits
+        all_raw.append(raw)
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "evaluate", folder, "--report", report, "--checkpoint", checkpoint, "--device", "cpu",
+                         "-p", "filtered_classes=[]", "--no-progress")
+    assert code == 0, err
+    assert "(4 classes)" in out
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["class_names"] == custom_classes.NAMES and list(metrics["iou"]) == custom_classes.NAMES[1:]
+    confusion = np.asarray(metrics["confusion"])
+    learning_map = {int(k): v for k, v in custom_classes.LEARNING_MAP.items()}
+    expected_rows = np.bincount([learning_map.get(int(r), 0) for r in np.concatenate(all_raw)], minlength=5)
+    np.testing.assert_array_equal(confusion.sum(axis=1), expected_rows)  # raw ids through the model's map
+    text = (report / "report.md").read_text()
+    for name in custom_classes.NAMES[1:]:
+        assert f"| {name} | " in text
+    assert "| road |" not in text and "the model's 4 classes, class 0 'void' ignored" in text
+    assert metrics["bev"]["labelled_frame"] in (0, 1) and (report / "bev.png").is_file()
+    code, _, err = run(capsys, "evaluate", folder, "--report", tmp_path / "r2", "--checkpoint", checkpoint,
+                       "--device", "cpu", "--no-progress")  # the default filtered_classes are SemanticKITTI's
+    assert code == 2 and "'filtered_classes'" in err and "void, ground, wall, plant, vehicle" in err

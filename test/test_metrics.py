@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from elite_ros.labels import NUM_CLASSES
-from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou, sum_across_processes
+from elite_ros.metrics import confusion_matrix, error_mask, iou_per_class, mean_iou, sum_across_processes
 
 # Pairs (gt, pred) = (1,1) (1,1) (1,2) (2,2) (2,0) (0,1) (3,3).
 # (2,0) falls in the dropped column 0 and (0,1) in the dropped row 0, so after cropping:
@@ -31,6 +31,16 @@ def test_hand_computed_iou_single_frame():
     assert iou[2] == pytest.approx(1.0)
     assert np.isnan(iou[3:]).all()  # absent classes: NaN, left out of the mean
     assert mean_iou(iou) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+
+
+def test_error_mask_is_the_off_diagonal_of_the_cropped_confusion():
+    assert error_mask(GT, PRED).tolist() == [False, False, True, False, False, False, False]  # (2,0), (0,1) unscored
+    rng = np.random.default_rng(1)
+    gt, pred = rng.integers(0, NUM_CLASSES, 5000), rng.integers(0, NUM_CLASSES, 5000)
+    cropped = confusion_matrix(gt, pred)[1:, 1:]
+    assert error_mask(gt, pred).sum() == cropped.sum() - np.trace(cropped)
+    with pytest.raises(ValueError, match="points"):
+        error_mask(np.zeros(3), np.zeros(4))
 
 
 def test_torch_and_numpy_give_the_same_histogram():

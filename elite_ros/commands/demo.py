@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     handler = load_handler(params)
     run_dir = free_path(cache / time.strftime("run_%Y%m%d_%H%M%S"))
-    evaluation = Evaluation()
-    summary = replay(recording, handler, output=run_dir / "segmented", outputs=OUTPUTS,
-                     evaluation=evaluation, ground_truth=CloudGroundTruth(), progress=not args.no_progress)
+    evaluation = Evaluation(classes=handler.classes)
+    summary = replay(recording, handler, output=run_dir / "segmented", outputs=OUTPUTS, evaluation=evaluation,
+                     ground_truth=CloudGroundTruth(classes=handler.classes), progress=not args.no_progress)
     print(summary.text())
     notes = [] if handler.trained else [UNTRAINED_NOTE]
     credits = [KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION] if "SemanticKITTI" in source else []

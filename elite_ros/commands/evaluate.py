@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from elite_ros.checkpoint import CheckpointError
 from elite_ros.command import add_progress_flag
 from elite_ros.commands.options import (
     UNTRAINED_FIGURE_NOTE,
@@ -19,7 +21,8 @@ from elite_ros.commands.options import (
 )
 from elite_ros.evaluate import Evaluation
 from elite_ros.ground_truth import CloudGroundTruth, ground_truth_ids, ground_truth_kind
-from elite_ros.params import ParameterError
+from elite_ros.labels import SEMANTIC_KITTI, ClassTable
+from elite_ros.params import ParameterError, SegmentParams
 from elite_ros.report import write_report
 
 if TYPE_CHECKING:
@@ -35,9 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--gt-field", help="ground-truth field (default: first of label, gt_label, gt_class_id; never "
                    "class_id, this package's own output, unless named here)")
     p.add_argument("--gt-kind", choices=("auto", "raw", "train"), default="auto",
-                   help="raw SemanticKITTI ids or training ids 0..19 (auto: label/gt_label raw, else training ids)")
+                   help="raw ids (through the model's learning map) or training ids (auto: label/gt_label raw, "
+                        "else training ids)")
     p.add_argument("--stored-predictions", metavar="FIELD",
-                   help="evaluate the predictions already in FIELD (e.g. class_id of a segmented bag); no network run")
+                   help="evaluate the predictions already in FIELD (e.g. class_id of a segmented bag); no network "
+                        "run; their classes are --checkpoint's when given, else SemanticKITTI's")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--attribute-kitti", action="store_true",
                    help="credit KITTI / SemanticKITTI in the report (automatic for KITTI folders and 'kitti' paths)")
@@ -55,14 +60,17 @@ def run(args: argparse.Namespace) -> int:
     exclude = [args.stored_predictions] if args.stored_predictions else []
     ground_truth = CloudGroundTruth(args.gt_field, args.gt_kind, exclude=exclude)
     notes: list[str] = []
+    params = params_from_args(args)
     if args.stored_predictions:
-        evaluation = _evaluate_stored(recording, args.topic, args.stored_predictions, ground_truth,
+        classes = _stored_classes(params)
+        ground_truth.classes = classes
+        evaluation = _evaluate_stored(recording, args.topic, args.stored_predictions, ground_truth, classes,
                                       not args.no_progress)
         context = {"input": str(recording.path), "predictions": f"stored field '{args.stored_predictions}'"}
     else:
-        params = params_from_args(args)
         handler = load_handler(params)
-        evaluation = Evaluation()
+        ground_truth.classes = handler.classes  # raw ground-truth ids through the model's learning map
+        evaluation = Evaluation(classes=handler.classes)
         summary = replay(recording, handler, output=None, topics=args.topic, outputs=(), evaluation=evaluation,
                          ground_truth=ground_truth, progress=not args.no_progress,
                          log=lambda line: print(line, file=sys.stderr))
@@ -79,14 +87,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_classes(params: SegmentParams) -> ClassTable:
+    """The classes of stored predictions: the named checkpoint's (its metadata only), else SemanticKITTI's."""
+    if not params.checkpoint:
+        return SEMANTIC_KITTI
+    from elite_ros.checkpoint import read_metadata
+
+    try:
+        return read_metadata(Path(params.checkpoint).expanduser()).classes
+    except CheckpointError as error:
+        raise ParameterError("checkpoint", str(error)) from None
+
+
 def _evaluate_stored(recording: Recording, topics: list[str] | None, field: str, ground_truth: CloudGroundTruth,
-                     progress: bool) -> Evaluation:
+                     classes: ClassTable, progress: bool) -> Evaluation:
     """Score the predictions a recording already carries in `field` (no network run)."""
     from tqdm import tqdm
 
-    from elite_ros.cloud import read_points
+    from elite_ros.cloud import decode, read_points
 
-    evaluation = Evaluation()
+    evaluation = Evaluation(classes=classes)
     chosen = recording.select(topics)
     total = sum(recording.topics[t][1] for t in chosen)
     for message in tqdm(recording.messages(chosen), total=total, disable=not progress, desc="evaluate"):
@@ -94,9 +114,10 @@ def _evaluate_stored(recording: Recording, topics: list[str] | None, field: str,
         if field not in (points.dtype.names or ()):
             raise ParameterError("--stored-predictions",
                                  f"field {field!r} not in {message.topic} (fields: {points.dtype.names})")
-        prediction = ground_truth_ids(points[field], ground_truth_kind(field))
+        prediction = ground_truth_ids(points[field], ground_truth_kind(field), classes)
         evaluation.add_frame(None, points.shape[0])
         truth = ground_truth(message.msg)
         if truth is not None:
-            evaluation.add_labels(truth, prediction)
+            evaluation.add_labels(truth, prediction, points=partial(decode, message.msg, None),
+                                  name=f"{message.topic} @ {message.timestamp} ns")
     return evaluation

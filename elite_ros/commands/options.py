@@ -73,6 +73,7 @@ def run_context(recording: Recording, handler: SegmentationHandler, params: Segm
         "input": str(recording.path), "elite_ros": __version__,
         "checkpoint": params.checkpoint or "bundled default",
         "weights": "trained" if handler.trained else "UNTRAINED",
+        "classes": f"{handler.classes.num_classes} (the checkpoint's, class 0 '{handler.classes.names[0]}' ignored)",
         "device": str(getattr(segmenter, "device", params.device)),
         "backend": str(getattr(segmenter, "backend", params.backend)),
         "precision": params.precision, "tta_votes": params.tta_votes, "max_points": params.max_points,
@@ -90,7 +91,8 @@ def print_result(evaluation: Evaluation, report: Path) -> None:
     """mIoU (or why there is none) and where the report is."""
     metrics = evaluation.metrics()
     if metrics["miou"] is not None:
-        print(f"mIoU {metrics['miou'] * 100:.1f} % over {metrics['labelled_frames']} labelled frames (19 classes)")
+        print(f"mIoU {metrics['miou'] * 100:.1f} % over {metrics['labelled_frames']} labelled frames "
+              f"({evaluation.classes.num_classes - 1} classes)")
     elif evaluation.labelled_frames == 0:
         print("no ground truth found: latency only")
     print(f"report: {report / 'report.md'}")
