@@ -122,9 +122,12 @@ class SegmentationHandler:
     def from_params(cls, params: SegmentParams | None = None, *, warmup: bool = True) -> SegmentationHandler:
         """Load the checkpoint named by `params` (empty = bundled default) on its device.
 
-        Raises ParameterError naming `checkpoint`, `device` or `precision` when they cannot be used.
+        Sets torch's process-wide CPU thread count to `params.threads` first (`elite_ros.cpu_threads`), so
+        the warm-up and every scan run on it. Raises ParameterError naming `checkpoint`, `device` or
+        `precision` when they cannot be used.
         """
         from elite_ros.checkpoint import CheckpointError
+        from elite_ros.cpu_threads import set_torch_threads
         from elite_ros.device import resolve_device, resolve_precision
         from elite_ros.segmenter import Segmenter
         from elite_ros.sparse import BackendError
@@ -141,6 +144,7 @@ class SegmentationHandler:
         checkpoint = _expand(params.checkpoint)  # one expanded path for the check and the load
         if checkpoint and not Path(checkpoint).is_file():
             raise ParameterError("checkpoint", f"no such file: {params.checkpoint}")
+        set_torch_threads(params.threads)
         try:
             segmenter = Segmenter.from_checkpoint(
                 checkpoint or None, device=params.device, precision=params.precision,
@@ -271,7 +275,10 @@ class SegmentationHandler:
         if "visualization" in wanted:
             built["visualization"] = visualization_cloud(msg, class_id, self.classes.palette)
         if "filtered" in wanted:
-            built["filtered"] = filter_cloud(msg, ~np.isin(class_id, self._filtered_ids))
+            keep = ~np.isin(class_id, self._filtered_ids)
+            if not p.filtered_keep_unlabelled:  # class 0: outside the grid / range limits, non-finite
+                keep &= class_id != 0
+            built["filtered"] = filter_cloud(msg, keep)
         return built
 
     def _skip(self, header: Any, reason: str, *, rejected: bool) -> HandlerResult:

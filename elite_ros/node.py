@@ -4,44 +4,70 @@ Topics (relative to the node; remap with the launch file):
 
 - in:  ``~/input/pointcloud`` sensor_msgs/PointCloud2, sensor-data QoS (best effort, keep last 1: always the
   newest scan, never a backlog); reliability/history/depth overridable for bag replay through the ROS 2
-  QoS-override parameters, e.g. ``qos_overrides./segment_node/input/pointcloud.subscription.reliability``.
-- out: ``~/output/pointcloud/{segmentation,visualization,filtered}`` (reliable, keep last 1; overridable
-  the same way). Each is built and published only while it has subscribers; with no subscriber on any
-  output an incoming scan is dropped before decoding (no work at all).
+  QoS-override parameters. Their key names the topic AFTER remapping: with
+  ``-r ~/input/pointcloud:=/velodyne_points`` it is ``qos_overrides./velodyne_points.subscription.reliability``
+  (without a remap ``qos_overrides./segment_node/input/pointcloud.subscription.reliability``); an override
+  naming a topic the node does not have stops start-up, naming the node's topics.
+- out: ``~/output/pointcloud/{segmentation,visualization,filtered}`` (reliable, keep last `OUTPUT_DEPTH`;
+  overridable the same way). Each is built and published only while it has subscribers; with no
+  subscriber on any output an incoming scan is dropped before decoding (no work at all).
 - ``~/debug/processing_time/{preprocess,inference,postprocess,total}_ms``, ``~/debug/cyclic_time_ms`` (time
   between processed scans) and ``~/debug/pipeline_latency_ms`` (now - header stamp) as std_msgs/Float64:
   Autoware publishes these as tier4_debug_msgs/Float64Stamped, which is not available from PyPI.
-- ``/diagnostics`` diagnostic_msgs/DiagnosticArray once a second: OK, or WARN when a scan in the last
-  period took longer than ``latency_budget_ms``; counts of processed / rejected / failed / skipped scans.
+- ``/diagnostics`` diagnostic_msgs/DiagnosticArray once a second, from a timer in its own callback group
+  (`main` spins a MultiThreadedExecutor, so a report is never held up by a scan): OK, or WARN on stale
+  input, sustained overruns of ``latency_budget_ms``, refused clouds or a late report
+  (`elite_ros.diagnostics`); counts of processed / rejected / failed / skipped scans.
 
 Parameters: see config/segment.param.yaml and schema/segment.param.schema.json (declared read-only, typed,
-with ranges and descriptions). An invalid value stops start-up with a message naming the parameter.
+with ranges and descriptions). An invalid value, or a key the node does not have (a typo like `max_rang`),
+stops start-up with a message naming the parameter, as `elite-ros segment` does; a params file that is
+missing or not valid YAML stops `segment_node` with one line naming the file and line. The network runs on
+``threads`` CPU threads, with passive OpenMP waiting (`elite_ros.cpu_threads`).
 """
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float64
 
+from elite_ros.cpu_threads import prepare_openmp, resolve_threads
+from elite_ros.diagnostics import WARN, HealthMonitor, resolve_budget_ms
 from elite_ros.handler import OUTPUTS, PROCESSING_STAGES, SegmentationHandler
-from elite_ros.params import ParameterError, SegmentParams, parameter_schema
+from elite_ros.params import (
+    QOS_OVERRIDES_PREFIX,
+    ParameterError,
+    SegmentParams,
+    parameter_schema,
+    read_params_document,
+    unknown_parameter,
+)
+from elite_ros.reject_log import RejectLog, format_stamp
 
 NODE_NAME = "segment_node"
 INPUT_TOPIC = "~/input/pointcloud"
 OUTPUT_TOPIC = "~/output/pointcloud/{}"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 DIAGNOSTICS_PERIOD_S = 1.0
-LOG_THROTTLE_S = 5.0  # malformed-cloud warnings at most this often
+#: reliable outputs keep this many clouds for repairs: with 1, a 2-4 MB cloud whose fragments are still
+#: being repaired when the next is published is lost (benchmarks/live.py, README "Large clouds")
+OUTPUT_DEPTH = 5
+#: executor threads: scans in one callback group, diagnostics and debug timers in the other
+EXECUTOR_THREADS = 2
 
 
 def input_qos() -> QoSProfile:
@@ -54,8 +80,9 @@ def input_qos() -> QoSProfile:
 
 
 def output_qos() -> QoSProfile:
-    """Reliable so RViz / reliable subscribers match; keep last 1 so a slow one never holds us back."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    """Reliable so RViz / reliable subscribers match; keep last `OUTPUT_DEPTH` so a large cloud survives
+    its repairs while the next is published, and a subscriber that cannot keep up never holds us back."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=OUTPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 
 
@@ -128,13 +155,12 @@ class SegmentNode(Node):
         (for embedding in other processes); `kwargs` go to rclpy's Node (context, parameter_overrides...)."""
         super().__init__(node_name, **kwargs)
         self.params = declare_segment_parameters(self)
-        if segmenter is None:
-            self.handler = SegmentationHandler.from_params(self.params)
-        else:
-            self.handler = SegmentationHandler(segmenter, self.params)
+        self._cloud_group = MutuallyExclusiveCallbackGroup()  # one scan at a time
+        self._timer_group = MutuallyExclusiveCallbackGroup()  # diagnostics run beside a scan
         qos_overrides = QoSOverridingOptions.with_default_policies()
         self._input = self.create_subscription(
             PointCloud2, INPUT_TOPIC, self._on_cloud, input_qos(), qos_overriding_options=qos_overrides,
+            callback_group=self._cloud_group,
         )
         outputs = [o for o in OUTPUTS if o != "visualization" or self.params.publish_rgb]
         self._outputs = {
@@ -149,12 +175,21 @@ class SegmentNode(Node):
         self._debug_cyclic = self.create_publisher(Float64, "~/debug/cyclic_time_ms", DEBUG_QOS)
         self._debug_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", DEBUG_QOS)
         self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, DEBUG_QOS)
-        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics)
+        self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics,
+                                                    callback_group=self._timer_group)
+        refuse_unknown_parameters(self)  # every entity has declared its QoS overrides: before the model loads
+        if segmenter is None:
+            self.handler = SegmentationHandler.from_params(self.params)
+        else:
+            self.handler = SegmentationHandler(segmenter, self.params)
         self.skipped_no_subscriber = 0
         self._last_processed_ns: int | None = None
-        self._period_max_total_ms = 0.0
-        self._last_total_ms: float | None = None
         self._hardware_id = str(getattr(self.handler.segmenter, "device", self.params.device))
+        device_type = getattr(getattr(self.handler.segmenter, "device", None), "type", "cpu")
+        self.latency_budget_ms = resolve_budget_ms(self.params.latency_budget_ms, device_type)
+        self.health = HealthMonitor(budget_ms=self.latency_budget_ms, stale_input_s=self.params.stale_input_s,
+                                    period_s=DIAGNOSTICS_PERIOD_S, now_s=time.monotonic())
+        self._reject_log = RejectLog()
         self.get_logger().info(
             f"segmenting {self._input.topic_name} -> {', '.join(p.topic_name for p in self._outputs.values())} "
             f"on {self._hardware_id}, checkpoint {self.params.checkpoint or '(bundled default)'} with "
@@ -165,6 +200,8 @@ class SegmentNode(Node):
         hint = self.handler.precision_hint
         if hint:
             self.get_logger().info(hint)
+        self.get_logger().info(f"{resolve_threads(self.params.threads)} CPU thread(s); latency budget "
+                               f"{self.latency_budget_ms:g} ms, stale input after {self.params.stale_input_s:g} s")
 
     @property
     def output_topics(self) -> dict[str, str]:
@@ -172,25 +209,40 @@ class SegmentNode(Node):
         return {name: pub.topic_name for name, pub in self._outputs.items()}
 
     def _on_cloud(self, msg: PointCloud2) -> None:
+        now_s = time.monotonic()
+        self.health.cloud_arrived(now_s)
         wanted = [name for name, pub in self._outputs.items() if pub.get_subscription_count() > 0]
         if not wanted:  # nobody listens: do nothing at all
             self.skipped_no_subscriber += 1
             return
+        self.health.scan_started(now_s)
         try:
             result = self.handler.process(msg, wanted)
         except ParameterError as error:  # e.g. label_format would overwrite the input's `label` field
-            self.get_logger().error(f"{error} (failed {self.handler.counters.failed})",
-                                    throttle_duration_sec=LOG_THROTTLE_S)
+            self._refused(msg, str(error), configuration=True)
             return
         if not result.ok:
-            self.get_logger().warning(
-                f"{result.error} (rejected {self.handler.counters.rejected}, failed {self.handler.counters.failed})",
-                throttle_duration_sec=LOG_THROTTLE_S,
-            )
+            self._refused(msg, str(result.error))
             return
         for name in wanted:
             self._outputs[name].publish(result.outputs[name])
+        self.health.scan_finished(result.timings_ms["total"])
         self._publish_debug(msg, result.timings_ms)
+
+    def _refused(self, msg: PointCloud2, reason: str, *, configuration: bool = False) -> None:
+        """Count a refused cloud and log it: topic, stamp, reason; one line per kind of reason per period."""
+        self.health.scan_finished(None)
+        self.health.cloud_refused(reason)
+        stamp = format_stamp(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        line = self._reject_log.line(reason, topic=self._input.topic_name, stamp=stamp, now_s=time.monotonic())
+        if line is None:
+            return
+        c = self.handler.counters
+        line += f" [rejected {c.rejected}, failed {c.failed} since start-up]"
+        if configuration:
+            self.get_logger().error(line)
+        else:
+            self.get_logger().warning(line)
 
     def _publish_debug(self, msg: PointCloud2, timings_ms: dict[str, float]) -> None:
         now_ns = self.get_clock().now().nanoseconds
@@ -201,29 +253,23 @@ class SegmentNode(Node):
         self._last_processed_ns = now_ns
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self._debug_latency.publish(Float64(data=(now_ns - stamp_ns) / 1e6))
-        self._last_total_ms = timings_ms["total"]
-        self._period_max_total_ms = max(self._period_max_total_ms, timings_ms["total"])
 
     def diagnostic_status(self) -> DiagnosticStatus:
-        """OK, or WARN when a scan since the last report exceeded the latency budget; with counters."""
+        """This period's report (`elite_ros.diagnostics.HealthMonitor`) with the counters; starts the next."""
         c = self.handler.counters
-        budget = self.params.latency_budget_ms
-        over = self._period_max_total_ms > budget
-        level = DiagnosticStatus.WARN if over else DiagnosticStatus.OK
-        message = (f"slowest scan {self._period_max_total_ms:.1f} ms > budget {budget:.1f} ms" if over
-                   else "segmenting within the latency budget" if c.processed else "waiting for scans / subscribers")
+        report = self.health.report(time.monotonic(), processed=c.processed,
+                                    waiting_for_subscribers=self.skipped_no_subscriber > 0)
         values = {
             "processed": c.processed, "rejected": c.rejected, "failed": c.failed,
-            "skipped_no_subscriber": self.skipped_no_subscriber, "points": c.points,
-            "last_total_ms": "n/a" if self._last_total_ms is None else f"{self._last_total_ms:.3f}",
-            "max_total_ms_since_last_report": f"{self._period_max_total_ms:.3f}",
-            "latency_budget_ms": f"{budget:.3f}", "device": self._hardware_id,
+            "skipped_no_subscriber": self.skipped_no_subscriber, "points": c.points, **report.values,
+            "device": self._hardware_id, "threads": resolve_threads(self.params.threads),
             "checkpoint": self.params.checkpoint or "(bundled default)",
             "weights": "trained" if self.handler.trained else "UNTRAINED",
             "last_error": self.handler.last_error or "",
         }
         return DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: lidar segmentation", message=message,
+            level=DiagnosticStatus.WARN if report.level == WARN else DiagnosticStatus.OK,
+            name=f"{self.get_name()}: lidar segmentation", message=report.message,
             hardware_id=self._hardware_id, values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
 
@@ -231,22 +277,73 @@ class SegmentNode(Node):
         array = DiagnosticArray(status=[self.diagnostic_status()])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
-        self._period_max_total_ms = 0.0
+
+
+def refuse_unknown_parameters(node: Node) -> None:
+    """Raise ParameterError for an override (params file, ``-p``, `parameter_overrides`) the node never
+    declared: a typo, a parameter of another node, or a QoS override for a topic the node does not have.
+
+    rclpy keeps the overrides meant for this node in ``Node._parameter_overrides`` (no public accessor as
+    of rclpy 9) and silently ignores the undeclared ones; call this after every subscription and publisher
+    exists, as they declare their QoS-override parameters.
+    """
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
+    for name in sorted(overrides):
+        if node.has_parameter(name):
+            continue
+        if name.startswith(QOS_OVERRIDES_PREFIX + "."):
+            topics = ", ".join(_qos_overridable_topics(node))
+            raise ParameterError(name, f"no such topic on this node; QoS-override keys name the topic after "
+                                       f"remapping, one of: {topics}")
+        raise unknown_parameter(name)
+
+
+def _qos_overridable_topics(node: Node) -> list[str]:
+    """Topics whose QoS the node lets parameters override (the ones created with QoSOverridingOptions)."""
+    names = node.get_parameters_by_prefix(QOS_OVERRIDES_PREFIX)  # "<topic>.<publisher|subscription>.<policy>"
+    return sorted({name.rsplit(".", 2)[0] for name in names})
+
+
+def params_files(args: Sequence[str]) -> list[str]:
+    """The ``--params-file`` paths of a command line's ``--ros-args`` sections (rcl's argument syntax)."""
+    files, in_ros_args = [], False
+    tokens = list(args)
+    for index, token in enumerate(tokens):
+        if token == "--ros-args":
+            in_ros_args = True
+        elif token == "--":
+            in_ros_args = False
+        elif in_ros_args and token == "--params-file" and index + 1 < len(tokens):
+            files.append(tokens[index + 1])
+    return files
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script `segment_node`: run the node until shutdown; exit 2 on an invalid parameter."""
-    rclpy.init(args=args)
+    """Console script `segment_node`: run the node until shutdown on a MultiThreadedExecutor (scans and
+    diagnostics in their own callback groups); exit 2 with one line on a params file that is missing or
+    not valid YAML, on arguments rcl refuses, and on an invalid or unknown parameter."""
+    prepare_openmp()  # before the handler imports torch
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    try:
+        for path in params_files(sys.argv if args is None else args):
+            read_params_document(path)
+        rclpy.init(args=args)
+    except (ParameterError, FileNotFoundError, _rclpy.RCLError) as error:
+        logger.fatal(f"{' '.join(str(error).split())}; not starting")
+        return 2
     node = None
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     try:
         node = SegmentNode()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except ParameterError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"{error}; not starting")
+        logger.fatal(f"{error}; not starting")
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

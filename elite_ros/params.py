@@ -8,6 +8,7 @@ same settings. No ROS import here.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from collections.abc import Mapping
@@ -60,7 +61,10 @@ class SegmentParams:
     max_range: float = 120.0  # metres
     max_points: int = 200_000  # 0 = no cap
     tta_votes: int = 1
-    latency_budget_ms: float = 100.0
+    threads: int = 1  # torch CPU threads; 0 = one per core
+    latency_budget_ms: float = 0.0  # 0 = by device (elite_ros.diagnostics.AUTO_BUDGET_MS)
+    stale_input_s: float = 1.0  # seconds
+    filtered_keep_unlabelled: bool = True
     filtered_classes: tuple[str, ...] = ("road", "parking", "sidewalk", "other-ground", "terrain")
 
     @classmethod
@@ -168,7 +172,8 @@ def _error_parameter(error: jsonschema.ValidationError, values: Mapping[str, Any
     known = parameter_schema()
     if error.validator == "additionalProperties":
         unknown = sorted(set(values) - set(known))
-        return (unknown[0] if unknown else "?"), f"unknown parameter (known: {', '.join(known)})"
+        refusal = unknown_parameter(unknown[0] if unknown else "?", list(known))
+        return refusal.name, refusal.reason
     if error.validator == "required":
         missing = [name for name in error.validator_value if name not in values]
         return (missing[0] if missing else "?"), "missing"
@@ -206,17 +211,10 @@ def load_params_file(path: str | Path | None = None, *, node_name: str | None = 
     Uses the ``/**`` section, or the section of `node_name` when given and present; values missing from the
     file keep their defaults. ROS-standard node parameters (`use_sim_time`, `qos_overrides...`) are
     ignored. Raises FileNotFoundError / ParameterError (naming the parameter, or `params_file` with the
-    path for a file that is not valid YAML).
+    path and line for a file that is not valid YAML; see `read_params_document`).
     """
     path = Path(path) if path is not None else default_params_file()
-    if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParameterError("params_file", f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(document, dict):
-        raise ParameterError("?", f"{path}: not a ROS 2 params file (expected '/**: ros__parameters: ...')")
+    document = read_params_document(path)
     section = None
     for key in ([node_name, f"/{node_name}"] if node_name else []) + [WILDCARD_NODE]:
         if key in document:
@@ -225,9 +223,39 @@ def load_params_file(path: str | Path | None = None, *, node_name: str | None = 
     if section is None and len(document) == 1:
         section = next(iter(document.values()))
     if not isinstance(section, dict) or not isinstance(section.get(ROS_PARAMS_KEY), dict):
-        raise ParameterError("?", f"{path}: no '{WILDCARD_NODE}: {ROS_PARAMS_KEY}:' section")
+        raise ParameterError("params_file", f"{path}: no '{WILDCARD_NODE}: {ROS_PARAMS_KEY}:' section")
     values = {key: value for key, value in section[ROS_PARAMS_KEY].items() if not _ros_standard(key)}
     return SegmentParams.from_dict(values)
+
+
+def read_params_document(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a ROS 2 params file, as the node and the bag tools read it.
+
+    Raises FileNotFoundError for a missing file, and ParameterError('params_file') with the path, line and
+    column of a YAML error, or for a file whose top level is not a mapping of node sections: one line each,
+    where rcl's own parser would end the node with a traceback.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        raise ParameterError("params_file", f"{path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(document, dict):
+        raise ParameterError("params_file", f"{path}: not a ROS 2 params file (expected '/**: ros__parameters: ...')")
+    return document
+
+
+def unknown_parameter(name: str, known: list[str] | None = None) -> ParameterError:
+    """The error for a parameter the node does not have, with the closest known name when one is close."""
+    known = list(parameter_schema()) if known is None else known
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return ParameterError(name, f"unknown parameter ({hint}known: {', '.join(known)})")
 
 
 #: parameters every rclpy node accepts (ROS 2 itself handles them): ignored by the bag tools

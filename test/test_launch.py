@@ -53,12 +53,15 @@ def test_arguments_override_topics_device_checkpoint_and_sim_time(launch_module)
 def test_dds_profile_for_the_node_and_off_switch(launch_module):
     import xml.etree.ElementTree as ElementTree
 
-    from elite_ros.dds import PROFILE_ENVIRONMENT, default_profile
+    from elite_ros.dds import default_profile, profile_environment, profile_variable
 
     values = defaults(launch_module)
     assert Path(values["dds_profile"]) == default_profile()
     env = launch_module.node_arguments(values)["additional_env"]
-    assert set(env) == set(PROFILE_ENVIRONMENT) and all(Path(v) == default_profile() for v in env.values())
+    assert env == {profile_variable(): str(default_profile())}
+    assert profile_environment("p.xml", "humble") == {"FASTRTPS_DEFAULT_PROFILES_FILE": "p.xml"}  # Fast DDS 2.x
+    assert profile_environment("p.xml", "kilted") == {"FASTDDS_DEFAULT_PROFILES_FILE": "p.xml"}  # 3.x, PyPI
+    assert profile_environment("p.xml", "") == {"FASTDDS_DEFAULT_PROFILES_FILE": "p.xml"}
     assert launch_module.node_arguments(values | {"dds_profile": ""})["additional_env"] == {}
     root = ElementTree.parse(default_profile()).getroot()  # well-formed, and a larger SHM segment is the point
     segment = root.find(".//{http://www.eprosima.com}segment_size")

@@ -61,7 +61,8 @@ def ros_context():
 
 
 def make_node(context, checkpoint: Path, **overrides) -> SegmentNode:
-    values = {"checkpoint": str(checkpoint), "device": "cpu", "latency_budget_ms": 60000.0, **overrides}
+    values = {"checkpoint": str(checkpoint), "device": "cpu", "latency_budget_ms": 60000.0, "stale_input_s": 3600.0,
+              **overrides}
     return SegmentNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
 
 
@@ -160,13 +161,83 @@ def test_luminar_clouds_over_dds(setup, luminar_clouds):
     assert float(values["last_total_ms"]) > 0
 
 
-def test_diagnostics_warn_over_budget(setup, luminar_clouds):
+def test_diagnostics_warn_on_sustained_overruns(setup, luminar_clouds):
+    from elite_ros.diagnostics import SUSTAINED_OVERRUNS
+
     executor, node, tester = setup(latency_budget_ms=1.0)  # no scan is that fast
+    for i in range(SUSTAINED_OVERRUNS):
+        node.publish_diagnostics()  # a single slow scan is not a warning
+        tester.pub.publish(luminar_clouds[i])
+        assert spin_until(executor, lambda i=i: len(tester.received["out/segmentation"]) == i + 1)
+    node.publish_diagnostics()
+
+    def levels() -> list:
+        return [s.level for a in tester.received["diagnostics"] for s in a.status if s.name.startswith("segment_node")]
+
+    assert spin_until(executor, lambda: DiagnosticStatus.WARN in levels())
+    assert levels()[:SUSTAINED_OVERRUNS] == [DiagnosticStatus.OK] * SUSTAINED_OVERRUNS
+    warning = [s for a in tester.received["diagnostics"] for s in a.status if s.level == DiagnosticStatus.WARN][0]
+    assert "over budget" in warning.message
+
+
+def test_stale_input_turns_warn(setup, luminar_clouds):
+    executor, node, tester = setup(stale_input_s=0.3)
     tester.pub.publish(luminar_clouds[0])
     assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
-    node.publish_diagnostics()
-    assert spin_until(executor, lambda: any(s.level == DiagnosticStatus.WARN for a in tester.received["diagnostics"]
-                                            for s in a.status))
+    spin_until(executor, lambda: False, timeout_s=0.5)  # the input stops
+    status = node.diagnostic_status()
+    assert status.level == DiagnosticStatus.WARN and "stale input" in status.message
+    assert float({kv.key: kv.value for kv in status.values}["seconds_since_last_cloud"]) >= 0.3
+
+
+class SlowSegmenter:
+    """A real segmenter that takes `delay_s` longer per scan (time.sleep releases the GIL, as torch does)."""
+
+    def __init__(self, segmenter, delay_s: float) -> None:
+        self._segmenter, self.delay_s = segmenter, delay_s
+
+    def __getattr__(self, name):
+        return getattr(self._segmenter, name)
+
+    def predict(self, scan):
+        time.sleep(self.delay_s)
+        return self._segmenter.predict(scan)
+
+
+def test_diagnostics_stay_on_time_while_a_scan_runs(ros_context, tiny_checkpoint, luminar_clouds):
+    """A 3 s scan must not hold up the 1 s diagnostics: they run in their own callback group (the
+    single-threaded executor of before gave a 3+ s gap here, and the report after it says 'late')."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    from elite_ros.node import DIAGNOSTICS_PERIOD_S, EXECUTOR_THREADS
+    from elite_ros.segmenter import Segmenter
+
+    slow = SlowSegmenter(Segmenter.from_checkpoint(tiny_checkpoint, device="cpu"), delay_s=3.0)
+    node = SegmentNode(segmenter=slow, context=ros_context, parameter_overrides=[
+        Parameter("device", value="cpu"), Parameter("stale_input_s", value=3600.0)])
+    tester = DdsPeer(ros_context, node)
+    arrivals: list[float] = []
+    tester.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: arrivals.append(time.monotonic()), 10)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 1, context=ros_context)  # + the tester
+    executor.add_node(node)
+    executor.add_node(tester.node)
+    try:
+        assert spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in node._outputs.values()))
+        tester.pub.publish(luminar_clouds[0])
+        assert spin_until(executor, lambda: node.handler.counters.received == 1)
+        start = time.monotonic()
+        assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
+        assert time.monotonic() - start >= 2.5  # the scan really ran that long
+        spin_until(executor, lambda: False, timeout_s=1.2)
+        during = [t for t in arrivals if t >= start - DIAGNOSTICS_PERIOD_S]
+        gaps = np.diff(during)
+        assert len(during) >= 3 and gaps.max() <= 1.5 * DIAGNOSTICS_PERIOD_S, gaps
+        statuses = [s for a in tester.received["diagnostics"] for s in a.status if s.name.startswith("segment_node")]
+        assert not any("late report" in s.message for s in statuses)
+    finally:
+        executor.shutdown()
+        tester.node.destroy_node()
+        node.destroy_node()
 
 
 def test_malformed_cloud_counted_and_next_served(setup, luminar_clouds):
@@ -205,6 +276,89 @@ def test_invalid_parameter_stops_startup(ros_context, tiny_checkpoint, name, val
     with pytest.raises(ParameterError) as info:
         make_node(ros_context, tiny_checkpoint, **{name: value})
     assert info.value.name == name and f"'{name}'" in str(info.value)
+
+
+def test_unknown_keys_of_a_params_file_are_refused(tiny_checkpoint, tmp_path):
+    """`max_rang` in a params file (rclpy would ignore it) stops start-up naming it, as the CLI does."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("/**:\n  ros__parameters:\n    max_rang: 50.0\n")
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(typo)])
+    try:
+        with pytest.raises(ParameterError) as raised:
+            make_node(context, tiny_checkpoint)
+        assert raised.value.name == "max_rang" and "did you mean 'max_range'?" in str(raised.value)
+    finally:
+        context.try_shutdown()
+
+
+def test_unknown_override_refused(ros_context, tiny_checkpoint):
+    with pytest.raises(ParameterError, match="'devcie'.*did you mean 'device'"):
+        make_node(ros_context, tiny_checkpoint, devcie="cpu")
+
+
+def test_qos_override_keys_name_the_remapped_topic(tiny_checkpoint):
+    """The documented key works after a remap; the key of the unremapped topic is refused, naming the topics."""
+    from rclpy.qos import ReliabilityPolicy
+
+    remap = ["--ros-args", "-r", "~/input/pointcloud:=/velodyne_points"]  # as the README remaps
+    for key, works in (("qos_overrides./velodyne_points.subscription.reliability", True),
+                       ("qos_overrides./segment_node/input/pointcloud.subscription.reliability", False)):
+        context = Context()
+        rclpy.init(context=context, args=remap)
+        try:
+            if works:
+                node = make_node(context, tiny_checkpoint, **{key: "reliable"})
+                assert node._input.topic_name == "/velodyne_points"
+                assert node._input.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                node.destroy_node()
+            else:
+                with pytest.raises(ParameterError, match="no such topic on this node.*/velodyne_points"):
+                    make_node(context, tiny_checkpoint, **{key: "reliable"})
+        finally:
+            context.try_shutdown()
+
+
+def test_main_reports_a_broken_or_missing_params_file_in_one_line(tmp_path, capfd):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters:\n    device: cpu\n   tta_votes: 1\n")
+    assert main(["--ros-args", "--params-file", str(broken)]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and str(broken) in err[0] and "line 4, column 4" in err[0]
+    assert main(["--ros-args", "--params-file", str(tmp_path / "missing.yaml")]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "params file not found" in err[0] and "missing.yaml" in err[0]
+
+
+def test_params_files_of_a_command_line():
+    from elite_ros.node import params_files
+
+    args = ["segment_node", "--ros-args", "--params-file", "a.yaml", "-p", "x:=1", "--", "--params-file", "no.yaml",
+            "--ros-args", "--params-file", "b.yaml"]
+    assert params_files(args) == ["a.yaml", "b.yaml"]
+
+
+def test_rejected_cloud_warnings_name_topic_stamp_and_each_reason(setup, luminar_clouds, capfd):
+    executor, node, tester = setup()
+    good = luminar_clouds[1]
+
+    def broken(kind: str) -> PointCloud2:
+        bad = PointCloud2()
+        bad.header, bad.height, bad.width = good.header, 1, good.width
+        bad.point_step, bad.row_step = good.point_step, good.row_step
+        bad.fields = [f for f in good.fields if kind != "no z" or f.name != "z"]
+        bad.data = bytes(good.data[: len(good.data) // 2]) if kind == "short" else bytes(good.data)
+        return bad
+
+    for kind in ("short", "short", "no z"):
+        tester.pub.publish(broken(kind))
+        count = node.handler.counters.rejected
+        assert spin_until(executor, lambda count=count: node.handler.counters.rejected == count + 1)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "refused cloud" in line]
+    stamp = f"{good.header.stamp.sec}.{good.header.stamp.nanosec:09d}"
+    assert len(lines) == 2, lines  # the repeat of the first reason is held back, the second reason is not
+    assert all(node._input.topic_name in line and f"stamped {stamp}" in line for line in lines)
+    assert "'z'" in lines[1]
 
 
 def test_missing_checkpoint_named(ros_context, tmp_path):

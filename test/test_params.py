@@ -46,7 +46,9 @@ def test_dataclass_schema_and_yaml_agree():
         ({"max_points": -1}, "max_points"),
         ({"max_points": 1.5}, "max_points"),
         ({"intensity_max": -1.0}, "intensity_max"),
-        ({"latency_budget_ms": 0.0}, "latency_budget_ms"),
+        ({"latency_budget_ms": -1.0}, "latency_budget_ms"),
+        ({"threads": -1}, "threads"),
+        ({"stale_input_s": 0.0}, "stale_input_s"),
         ({"filtered_classes": [""]}, "filtered_classes"),
         ({"filtered_classes": ["road", "road"]}, "filtered_classes"),
         ({"publish_rgb": "yes"}, "publish_rgb"),
@@ -152,6 +154,28 @@ def test_broken_yaml_is_a_parameter_error_naming_the_file(tmp_path: Path):
     with pytest.raises(ParameterError, match="broken.yaml is not valid YAML") as raised:
         load_params_file(broken)
     assert raised.value.name == "params_file"
+
+
+def test_yaml_error_names_file_line_and_column(tmp_path: Path):
+    from elite_ros.params import read_params_document
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters:\n    device: cpu\n   tta_votes: 1\n")
+    with pytest.raises(ParameterError) as raised:
+        read_params_document(broken)
+    message = str(raised.value)
+    assert raised.value.name == "params_file" and "\n" not in message
+    assert f"{broken} is not valid YAML (line 4, column 4)" in message
+    with pytest.raises(FileNotFoundError, match="params file not found"):
+        read_params_document(tmp_path / "missing.yaml")
+
+
+def test_unknown_parameter_suggests_the_closest_name():
+    with pytest.raises(ParameterError) as raised:
+        SegmentParams.from_dict({"max_rang": 80.0})
+    assert raised.value.name == "max_rang" and "did you mean 'max_range'?" in str(raised.value)
+    with pytest.raises(ParameterError, match="unknown parameter \\(known: "):
+        SegmentParams.from_dict({"zzzz": 1})
 
 
 def test_intensity_field_names_defined_once():
