@@ -16,6 +16,14 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)
 # The default (untrained) checkpoint and demo data are cached per test run, never in the user's ~/.cache.
 os.environ["ELITE_ROS_CACHE"] = tempfile.mkdtemp(prefix="elite_ros_test_cache_")
 atexit.register(shutil.rmtree, os.environ["ELITE_ROS_CACHE"], ignore_errors=True)
+# ROS logs of every node the tests start (in this process or a child) go to a folder of this run.
+os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="elite_ros_test_ros_log_"))
+atexit.register(shutil.rmtree, os.environ["ROS_LOG_DIR"], ignore_errors=True)
+# DDS participants load the shipped Fast DDS profile (config/fastdds.xml), as segment.launch.py gives it to
+# the node: this process and the nodes it starts publish 2 MB clouds, which the defaults drop.
+from elite_ros.dds import default_profile, profile_variable  # noqa: E402 - after the cache is set
+
+os.environ.setdefault(profile_variable(), str(default_profile()))
 
 REPO = Path(__file__).resolve().parents[1]
 #: ../shared/data next to the repository (CI clones with shared/ beside it); ELITE_ROS_DATA overrides.
