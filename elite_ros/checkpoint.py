@@ -2,9 +2,12 @@
 
 A checkpoint is ONE ``.safetensors`` file. Its tensors are the student's ``state_dict`` (canonical sparse
 weight layout ``(out, kz, ky, kx, in)``); its header metadata holds one key, ``elite_ros``, whose value is
-a JSON document (`CheckpointMetadata`): architecture config, class names and palette, learning map and its
-inverse, voxel grid (size, range, scales), the intensity scale used in training, the training config, the
-source commit and whether the weights were trained at all. Nothing is ever unpickled.
+a JSON document (`CheckpointMetadata`): the model kind (`lidar`: the student; `fusion`: the U2MKD
+LiDAR-camera student, `elite_ros.fusion`) and the camera input it expects, architecture config, class
+names and palette, learning map and its inverse, voxel grid (size, range, scales), the intensity scale
+used in training, the training config, the source commit and whether the weights were trained at all.
+Nothing is ever unpickled. Loading into another kind of network, or with another camera input, is refused
+naming `model_kind` / `camera`.
 
 Loading checks every key and shape and names, in one error, all keys that are missing, unexpected or
 mis-shaped; metadata that disagree with the model, or class tables that disagree with each other
@@ -30,6 +33,7 @@ from torch import nn
 
 from . import labels
 from .atomic import atomic_file
+from .camera import CameraInput
 from .config_loader import ConfigError, dump_dataclass, load_dataclass
 from .voxel import VoxelConfig
 
@@ -39,6 +43,9 @@ DEFAULT_SEED = 0  # seed of the bundled untrained checkpoint
 CACHE_ENV = "ELITE_ROS_CACHE"  # overrides ~/.cache/elite_ros
 CONFIG_HASH_CHARS = 12  # hex digits of the StudentConfig hash in the default checkpoint's file name
 KITTI_INTENSITY_SCALE = 1.0  # KITTI .bin reflectance is already 0..1 (shared/data/README.md)
+LIDAR_KIND = "lidar"  # model_kind of the LiDAR-only student (elite_ros.student)
+FUSION_KIND = "fusion"  # model_kind of the U2MKD fusion student (elite_ros.fusion.MODEL_KIND)
+MODEL_KINDS = (LIDAR_KIND, FUSION_KIND)
 
 
 class CheckpointError(ValueError):
@@ -56,6 +63,9 @@ class CheckpointMetadata:
     -> the raw id the `label` output writes for it; None (absent) = `labels.invert_learning_map` of the
     learning map, resolved on construction. palette: (num_classes, 3) RGB 0..255. trained: False for
     untrained (random) weights. Defaults: SemanticKITTI's classes (`labels.SEMANTIC_KITTI`).
+    model_kind: which network the weights are (`MODEL_KINDS`; absent in older files = "lidar"). camera:
+    the camera input a fusion model expects (`camera.CameraInput` fields: pixel normalisation, encoding;
+    a camera stays optional), None for a LiDAR-only model.
     """
 
     architecture: dict[str, Any]
@@ -69,6 +79,8 @@ class CheckpointMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     source_commit: str = "unknown"
     trained: bool = False
+    model_kind: str = LIDAR_KIND
+    camera: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -89,6 +101,19 @@ class CheckpointMetadata:
                               f"must map training ids (digit strings) to raw ids, got key(s) {bad_keys[:3]}")
         if not self.intensity_scale > 0:
             raise ConfigError("intensity_scale", f"must be a positive number, got {self.intensity_scale}")
+        if self.model_kind not in MODEL_KINDS:
+            raise ConfigError("model_kind", f"must be one of {list(MODEL_KINDS)}, got {self.model_kind!r}")
+        if (self.camera is not None) != (self.model_kind == FUSION_KIND):
+            raise ConfigError("camera", f"a {self.model_kind!r} model must {'' if self.camera is None else 'not '}"
+                                        f"say what camera input it expects (camera is "
+                                        f"{'absent' if self.camera is None else 'given'})")
+        if self.camera is not None:
+            load_dataclass(CameraInput, self.camera, path="camera")
+
+    @property
+    def camera_input(self) -> CameraInput | None:
+        """The camera input a fusion model expects (None for a LiDAR-only model)."""
+        return None if self.camera is None else load_dataclass(CameraInput, self.camera, path="camera")
 
     def to_json(self) -> str:
         return json.dumps(dump_dataclass(self), sort_keys=True)
@@ -166,10 +191,23 @@ def _model_architecture(model: nn.Module) -> dict[str, Any]:
     return dump_dataclass(config)
 
 
+def model_kind(model: nn.Module) -> str:
+    """The `model_kind` of a network (its class attribute; the LiDAR student has none: "lidar")."""
+    return str(getattr(model, "model_kind", LIDAR_KIND))
+
+
 def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str = "checkpoint") -> None:
     """Raise CheckpointError naming every metadata field that disagrees with `model` or with the other fields
-    (the class tables: `CheckpointMetadata.class_problems`)."""
+    (the class tables: `CheckpointMetadata.class_problems`): model kind and camera input first."""
     problems = []
+    kind = model_kind(model)
+    if metadata.model_kind != kind:
+        problems.append(f"model_kind = {metadata.model_kind!r} in file, {kind!r} in model")
+    if (metadata.camera is None) != (kind == LIDAR_KIND):
+        problems.append(f"camera = {metadata.camera!r} in file, but a {kind!r} model "
+                        f"{'takes no camera input' if kind == LIDAR_KIND else 'needs its camera input described'}")
+    if problems:  # another network: its architecture fields would only repeat that
+        raise CheckpointError(f"{source}: metadata disagree with the model: " + "; ".join(problems))
     expected = _model_architecture(model)
     found = metadata.architecture
     for name in sorted(set(expected) | set(found)):
@@ -179,7 +217,8 @@ def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str =
             problems.append(f"architecture.{name} = {found[name]!r} is unknown to the model")
         elif _normalise(found[name]) != _normalise(expected[name]):
             problems.append(f"architecture.{name} = {found[name]!r} in file, {expected[name]!r} in model")
-    num_classes = expected.get("num_classes")
+    lidar = expected.get("lidar", expected)  # a fusion model's 3D branch holds the classes and stages
+    num_classes = lidar.get("num_classes")
     if num_classes is not None and len(metadata.class_names) != num_classes:
         problems.append(f"class_names has {len(metadata.class_names)} names, model has {num_classes} classes")
     problems += metadata.class_problems()  # any consistent class list: names, palette, learning map, inverse
@@ -188,7 +227,7 @@ def check_metadata(metadata: CheckpointMetadata, model: nn.Module, source: str =
     except ConfigError as error:
         problems.append(str(error))
     else:
-        stage_scales = expected.get("stage_scales", ())
+        stage_scales = lidar.get("stage_scales", ())
         missing = [s for s in stage_scales if s not in voxel.scales]
         if missing:
             problems.append(f"voxel.scales {list(voxel.scales)} lack the model's stage scale(s) {missing}")
@@ -206,8 +245,12 @@ def _normalise(value: Any) -> Any:
 
 
 def make_metadata(model: nn.Module, **fields: Any) -> CheckpointMetadata:
-    """Metadata for `model` with the package defaults (labels, voxel grid, commit) and `fields` on top."""
+    """Metadata for `model` with the package defaults (labels, voxel grid, commit, the model's kind and, for a
+    fusion model, the default `CameraInput`) and `fields` on top."""
     fields.setdefault("source_commit", source_commit())
+    fields.setdefault("model_kind", model_kind(model))
+    if fields["model_kind"] == FUSION_KIND:
+        fields.setdefault("camera", dump_dataclass(CameraInput()))
     return CheckpointMetadata(architecture=_model_architecture(model), **fields)
 
 

@@ -118,6 +118,20 @@ class StudentOutput:
     stages: list[StageFeatures]
 
 
+@dataclass
+class StudentEncoding:
+    """What the student computes before its decoder's activation (`Student.encode`).
+
+    stages: one StageFeatures per SPV block. hidden: (U, decoder_channels) the decoder's first Linear over
+    the concatenated block outputs, before its ReLU, once per distinct tuple of stage voxels (points sharing
+    all of them share it). point_to_row: (Np,) int64 the row of `hidden` of each point.
+    """
+
+    stages: list[StageFeatures]
+    hidden: Tensor
+    point_to_row: Tensor
+
+
 class SparseBasicBlock(nn.Module):
     """[SubM 3x3x3 -> BN -> LeakyReLU -> SubM 3x3x3 -> BN] + [SubM 1x1x1 -> BN] -> LeakyReLU (ref §3)."""
 
@@ -272,6 +286,16 @@ class Student(nn.Module):
         return torch.cat([points, xyz - mean.index_select(0, base.point_to_voxel), xyz - corner], dim=1)
 
     def forward(self, batch: StudentInput) -> StudentOutput:
+        encoding = self.encode(batch)
+        logits = self.decode(encoding.hidden).index_select(0, encoding.point_to_row)
+        return StudentOutput(logits=logits, stages=encoding.stages)
+
+    def decode(self, hidden: Tensor) -> Tensor:
+        """The decoder after its first Linear: (R, decoder_channels) pre-activation -> (R, num_classes)."""
+        return self.classifier[2](self.classifier[1](hidden))
+
+    def encode(self, batch: StudentInput) -> StudentEncoding:
+        """Everything up to the decoder's first Linear (per distinct stage-voxel tuple, `StudentEncoding`)."""
         points, voxels = batch.points, batch.voxels
         if points.ndim != 2 or points.shape[1] != self.config.in_features:
             raise ValueError(f"Student: points must be (N, {self.config.in_features}), got {tuple(points.shape)}")
@@ -303,8 +327,7 @@ class Student(nn.Module):
         # the decoder runs once per distinct (voxel per stage) tuple, then is gathered to the points
         rows, point_to_row = voxels.voxel_combinations(self.config.stage_scales)
         decoded = F.embedding_bag(rows, torch.cat(decoder_parts), mode="sum") + decoder.bias
-        logits = self.classifier[2](self.classifier[1](decoded)).index_select(0, point_to_row)
-        return StudentOutput(logits=logits, stages=stages)
+        return StudentEncoding(stages=stages, hidden=decoded, point_to_row=point_to_row)
 
 
 def count_parameters(model: nn.Module) -> int:

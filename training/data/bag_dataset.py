@@ -23,6 +23,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader as Rosbag2Reader
 
 from elite_ros.bag import TYPESTORE, detect_format, iter_messages
+from elite_ros.camera import image_to_rgb, projection_from  # re-exported: the runtime's, one home
 from elite_ros.cloud import decode, read_points
 from elite_ros_training.data.frame import Frame
 from elite_ros_training.data.semantickitti import PSEUDO_LABEL_DIR, load_pseudo_labels
@@ -36,27 +37,10 @@ SYNC_TOLERANCE_NS = 50_000_000  # 50 ms: pair an image with a cloud only if this
 LABEL_FIELD = "label"  # UINT32 raw SemanticKITTI value per point (PCL PointXYZL convention)
 PSEUDO_LABEL_SUFFIX = f".{PSEUDO_LABEL_DIR}"  # SAM-PLG maps of a bag: <bag>.image_2_labels/<frame id>.npz
 
-_CHANNELS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
-             "mono8": (1, (0, 0, 0)), "8UC3": (3, (0, 1, 2)), "8UC1": (1, (0, 0, 0))}
-
 
 def stamp_ns(header) -> int:
     """A ROS 2 `Header` (`stamp.sec`, `stamp.nanosec`) -> integer nanoseconds."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def image_to_rgb(msg) -> np.ndarray:
-    """`sensor_msgs/Image` (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB (a copy)."""
-    encoding = msg.encoding
-    if encoding not in _CHANNELS:
-        raise ValueError(f"Image encoding {encoding!r} is not supported (use one of {sorted(_CHANNELS)})")
-    channels, order = _CHANNELS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.frombuffer(memoryview(np.asarray(msg.data, dtype=np.uint8)), dtype=np.uint8)
-    if step < width * channels or len(data) < step * height:
-        raise ValueError(f"Image {width}x{height} {encoding}: step {step} / {len(data)} bytes too small")
-    rows = data[: step * height].reshape(height, step)[:, : width * channels].reshape(height, width, channels)
-    return np.ascontiguousarray(rows[:, :, list(order)])
 
 
 def nearest_within(query: np.ndarray, stamps: np.ndarray, tolerance: int) -> np.ndarray:
@@ -71,11 +55,6 @@ def nearest_within(query: np.ndarray, stamps: np.ndarray, tolerance: int) -> np.
     left = np.maximum(right - 1, 0)
     pick = np.where(np.abs(stamps[left] - query) <= np.abs(stamps[right] - query), left, right)
     return np.where(np.abs(stamps[pick] - query) <= tolerance, pick, -1).astype(np.int64)
-
-
-def projection_from(p: np.ndarray, velo_to_camera: np.ndarray) -> np.ndarray:
-    """CameraInfo P (3, 4) and the LiDAR -> image optical frame transform (4, 4) -> (3, 4) P[:, :3] · T[:3]."""
-    return np.asarray(p, dtype=np.float64).reshape(3, 4)[:, :3] @ np.asarray(velo_to_camera)[:3, :]
 
 
 @dataclass(frozen=True)

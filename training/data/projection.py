@@ -6,26 +6,12 @@ pixel coordinates are truncated to int64 and returned as (row, col).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+# The projection rule and its result are the runtime's (the fusion student projects on the car too): one home.
+from elite_ros.camera import Projection, project_points
 
-@dataclass(frozen=True)
-class Projection:
-    """Points of a scan that land inside an image.
-
-    Attributes:
-        index: (M,) int64 index of each projected point in the input point array.
-        pixels: (M, 2) int64 (row, col) pixel of each projected point, truncated towards zero.
-        uv: (M, 2) float64 sub-pixel (u = column, v = row) coordinates.
-        depth: (M,) float64 depth along the camera's optical axis, metres.
-    """
-
-    index: np.ndarray
-    pixels: np.ndarray
-    uv: np.ndarray
-    depth: np.ndarray
+__all__ = ["Projection", "project_points", "projection_matrix", "to_homogeneous"]
 
 
 def to_homogeneous(matrix: np.ndarray) -> np.ndarray:
@@ -49,26 +35,3 @@ def projection_matrix(p2: np.ndarray, tr_velo_to_cam: np.ndarray, r0_rect: np.nd
     p2 = np.asarray(p2, dtype=np.float64).reshape(3, 4)
     rect = np.eye(4) if r0_rect is None else to_homogeneous(np.asarray(r0_rect).reshape(3, 3))
     return p2 @ rect @ to_homogeneous(np.asarray(tr_velo_to_cam).reshape(-1, 4))
-
-
-def project_points(xyz: np.ndarray, projection: np.ndarray, width: int, height: int) -> Projection:
-    """Project LiDAR points (N, 3) metres with a (3, 4) matrix into a width x height image.
-
-    Keeps points in front of the sensor (x > 0, as the reference does) whose pixel lies strictly
-    inside the image (0 < u < width, 0 < v < height).
-    """
-    xyz = np.asarray(xyz, dtype=np.float64)
-    if xyz.ndim != 2 or xyz.shape[1] < 3:
-        raise ValueError(f"xyz must be (N, 3), got {xyz.shape}")
-    projection = np.asarray(projection, dtype=np.float64)
-    if projection.shape != (3, 4):
-        raise ValueError(f"projection must be (3, 4), got {projection.shape}")
-    front = np.flatnonzero(xyz[:, 0] > 0)
-    cam = xyz[front, :3] @ projection[:, :3].T + projection[:, 3]
-    depth = cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = cam[:, :2] / depth[:, None]
-    inside = (depth > 0) & (uv[:, 0] > 0) & (uv[:, 0] < width) & (uv[:, 1] > 0) & (uv[:, 1] < height)
-    uv = uv[inside]
-    pixels = uv[:, ::-1].astype(np.int64)  # (row, col), truncation as in the reference
-    return Projection(index=front[inside].astype(np.int64), pixels=pixels, uv=uv, depth=depth[inside])
