@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import CheckpointError, CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
-from .cloud import Scan, scan_from_arrays
+from .cloud import Scan, scan_from_arrays  # noqa: F401 - scan_from_arrays: re-exported, callers import it here
 from .config_loader import load_dataclass
 from .device import resolve_device, resolve_precision
 from .heap import retain_freed_memory
@@ -50,13 +50,13 @@ from .labels import ClassTable
 from .sparse import BackendError
 from .student import Student, StudentConfig, StudentInput
 from .voxel import VoxelConfig, cell_keys, in_range_mask, voxelise
+from .warmup import lidar_like_scan
 
 TTA_TRANSLATION_STD = 0.1  # metres, ref §8 / §2 step 4: translation N(0, 0.1) per axis
 TTA_SEED = 0  # votes are reproducible: same scan -> same answer
 SUBSAMPLE_SEED = 0  # point-cap subsample
 BOOKKEEPING_THREADS = 1  # torch threads for the index-heavy stages on the CPU (see _bookkeeping_threads)
-WARMUP_POINTS = 4096  # synthetic points per warm-up call
-WARMUP_RUNS = 2
+WARMUP_RUNS = 2  # warm-up scans (elite_ros.warmup): the second finds the heap at a real scan's size
 #: the keys of `Prediction.timings_ms`, in order
 PREDICTION_STAGES = ("preprocess", "voxelise", "network", "postprocess", "total")
 
@@ -174,12 +174,9 @@ class Segmenter:
             return self.model.backend_for(self.device)
 
     def warm_up(self, runs: int = WARMUP_RUNS) -> None:
-        """Run a few synthetic scans so allocators and kernels are ready before the first real one."""
-        rng = np.random.default_rng(0)
-        lower = np.asarray(self.voxel_config.min_bound) * 0.5
-        upper = np.asarray(self.voxel_config.max_bound) * 0.5
-        xyz = rng.uniform(lower, upper, size=(WARMUP_POINTS, 3)).astype(np.float32)
-        scan = scan_from_arrays(xyz, rng.uniform(0, 1, WARMUP_POINTS).astype(np.float32))
+        """Run synthetic scans of a real scan's size and structure (`elite_ros.warmup`), so allocators,
+        kernels and the heap are ready before the first real one (which is then as fast as the next)."""
+        scan = lidar_like_scan(self.voxel_config)
         for _ in range(runs):
             self.predict(scan)
 
