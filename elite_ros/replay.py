@@ -306,11 +306,14 @@ def _progress(total: int, enabled: bool, name: str) -> Any:
 _STEM = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def default_output_path(input_path: str | os.PathLike[str], suffix: str = "segmented") -> Path:
-    """``<input>_<suffix>`` next to the input (a free name: ``_2``, ``_3`` ... when taken)."""
+def default_output_path(input_path: str | os.PathLike[str], suffix: str = "segmented",
+                        folder: str | os.PathLike[str] | None = None) -> Path:
+    """``<input name>_<suffix>`` in `folder` (default: the current directory), a free name (``_2``, ``_3``
+    ... when taken). Never next to the input: a KITTI sequence or a bag usually sits inside a dataset
+    folder, which a replay must not write into."""
     path = Path(input_path)
-    stem = _STEM.sub("_", path.name.removesuffix(".bag").removesuffix(".mcap").removesuffix(".db3"))
-    return free_path(path.with_name(f"{stem}_{suffix}"))
+    stem = _STEM.sub("_", path.resolve().name.removesuffix(".bag").removesuffix(".mcap").removesuffix(".db3"))
+    return free_path((Path.cwd() if folder is None else Path(folder)) / f"{stem}_{suffix}")
 
 
 def free_path(path: str | os.PathLike[str]) -> Path:

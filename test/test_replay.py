@@ -150,11 +150,19 @@ def test_flat_kitti_folder_and_bad_scan(data_dir, tmp_path):
         Recording.open(tmp_path / "missing")
 
 
-def test_default_output_path(tmp_path):
-    (tmp_path / "run.bag").write_bytes(b"")
-    assert default_output_path(tmp_path / "run.bag") == tmp_path / "run_segmented"
-    (tmp_path / "run_segmented").mkdir()
-    assert default_output_path(tmp_path / "run.bag") == tmp_path / "run_segmented_2"
+def test_default_output_path_is_in_the_current_folder_never_beside_the_input(tmp_path, monkeypatch):
+    dataset = tmp_path / "dataset" / "sequences"
+    (dataset / "00").mkdir(parents=True)
+    (dataset / "run.bag").write_bytes(b"")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert default_output_path(dataset / "run.bag") == work / "run_segmented"
+    assert default_output_path(dataset / "00") == work / "00_segmented"  # a KITTI sequence folder
+    assert default_output_path(dataset / "00" / ".") == work / "00_segmented"
+    (work / "run_segmented").mkdir()
+    assert default_output_path(dataset / "run.bag") == work / "run_segmented_2"
+    assert default_output_path(dataset / "run.bag", folder=tmp_path) == tmp_path / "run_segmented"
 
 
 def _write_clouds(path: Path, topics_and_clouds) -> Path:

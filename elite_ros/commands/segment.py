@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("segment",
                               help="segment every PointCloud2 of a bag or KITTI folder into a new rosbag2")
     p.add_argument("input", help="ROS 1 bag, rosbag2 folder (sqlite3/mcap) or SemanticKITTI/KITTI sequence folder")
-    p.add_argument("output", nargs="?", help="rosbag2 folder to write (must not exist; default: <input>_segmented)")
+    p.add_argument("output", nargs="?", help="rosbag2 folder to write (must not exist; default: <input name>_segmented "
+                                             "in the current folder, never inside the input's dataset)")
     p.add_argument("--topic", action="append", help="PointCloud2 topic to segment (repeatable; default: all)")
     p.add_argument("--visualization", action="store_true", help="also write <topic>/visualization (x, y, z, rgb)")
     p.add_argument("--filtered", action="store_true", help="also write <topic>/filtered (input minus filtered_classes)")
