@@ -40,11 +40,16 @@ class LossConfig:
     seg2d_weight: float = SEG2D_WEIGHT  # lambda_seg2d; per stage divided by the number of student stages
     kd_weight: float = KD_WEIGHT  # lambda_xm; per stage divided by the number of student stages
     multi2d_weight: float = MULTI2D_WEIGHT  # 2D multi-stage classifier
+    #: dense (pseudo-label) 2D losses on this many labelled pixels drawn at random per image instead of on
+    #: every pixel of the crop (None: every pixel, the reference's); ours, for CPU-sized runs
+    dense_pixels_per_image: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kd", KDMode(self.kd))
+        if self.dense_pixels_per_image is not None and self.dense_pixels_per_image < 1:
+            raise ValueError(f"LossConfig.dense_pixels_per_image must be >= 1 or None, got {self.dense_pixels_per_image}")
         for f in fields(self):
-            if f.name == "kd":
+            if f.name in ("kd", "dense_pixels_per_image"):
                 continue
             value = float(getattr(self, f.name))
             if not value >= 0.0 or value == float("inf"):

@@ -105,10 +105,15 @@ class PPMSKD(nn.Module):
         self._check_teacher_maps(teacher_maps, batch)
 
         dense = batch.pseudo_labels is not None
+        sampled = None
         if dense:
             # per-pixel heads over the whole crop: (B, Ct, H, W) -> (B*H*W, Ct) rows, pixel-major
             features = [stage.permute(0, 2, 3, 1).reshape(-1, stage.shape[1]) for stage in teacher_maps]
             target_2d = batch.pseudo_labels.reshape(-1)
+            if config.dense_pixels_per_image is not None:
+                sampled = sample_labelled_pixels(batch.pseudo_labels, config.dense_pixels_per_image)
+                features = [rows.index_select(0, sampled) for rows in features]
+                target_2d = target_2d.index_select(0, sampled)
         else:
             # sparse labels: the heads run on the Ni projected pixels only
             features = [gather_pixels(stage, batch.pixels) for stage in teacher_maps]
@@ -130,7 +135,9 @@ class PPMSKD(nn.Module):
             terms[f"stage{k}_2d"] = stage_2d_weight * (ce + lovasz)
 
             student_points = logits_3d.index_select(0, stage.point_to_voxel.index_select(0, projected))
-            if dense:
+            if sampled is not None:  # the head at the projected pixels, which the sample may have missed
+                teacher_points = self.heads_2d[str(k)](gather_pixels(teacher_maps[k], batch.pixels))
+            elif dense:
                 b, _, height, width = teacher_maps[k].shape
                 teacher_points = gather_pixels(logits_2d.view(b, height, width, -1).permute(0, 3, 1, 2), batch.pixels)
             else:
@@ -181,3 +188,19 @@ class PPMSKD(nn.Module):
         if batch.pseudo_labels is not None and tuple(batch.pseudo_labels.shape) != (batch.batch_size, height, width):
             raise ValueError(f"PPMSKD: pseudo labels {tuple(batch.pseudo_labels.shape)} do not cover the"
                              f" {batch.batch_size} x {height} x {width} teacher maps")
+
+
+def sample_labelled_pixels(labels: Tensor, per_image: int) -> Tensor:
+    """Flat indices into ``labels.reshape(-1)`` of up to `per_image` labelled (non-zero) pixels per image,
+    drawn uniformly without replacement from torch's global generator (seeded by the run).
+
+    labels: (B, H, W) int64 dense labels. Returns (S,) int64, S <= B * per_image, sorted.
+    """
+    batch, height, width = labels.shape
+    chosen = []
+    for b in range(batch):
+        candidates = torch.nonzero(labels[b].reshape(-1) > 0).flatten()
+        if candidates.numel() > per_image:
+            candidates = candidates[torch.randperm(candidates.numel(), device=labels.device)[:per_image]]
+        chosen.append(candidates + b * height * width)
+    return torch.sort(torch.cat(chosen)).values

@@ -278,6 +278,30 @@ def test_dense_pseudo_labels():
         criterion(student, bad, maps)
 
 
+def test_dense_pixels_per_image_samples_labelled_pixels_and_keeps_kd_exact():
+    from elite_ros_training.ppmskd.criterion import sample_labelled_pixels
+
+    batch = make_batch(seed=9, pseudo=True)
+    labels = batch.pseudo_labels
+    torch.manual_seed(3)
+    sample = sample_labelled_pixels(labels, 10)
+    flat = labels.reshape(-1)
+    assert sample.numel() <= 10 * batch.batch_size and (flat[sample] > 0).all()
+    assert torch.equal(sample, torch.unique(sample))  # without replacement, sorted
+    huge = sample_labelled_pixels(labels, 10**6)  # more than there are: every labelled pixel
+    assert torch.equal(huge, torch.nonzero(flat > 0).flatten())
+    student, maps = make_student(batch), make_maps(batch)
+    full = make_criterion()(student, batch, maps).terms
+    sampled = make_criterion(dense_pixels_per_image=10**6)(student, batch, maps).terms
+    few = make_criterion(dense_pixels_per_image=5)(student, batch, maps).terms
+    for k in range(4):  # KD reads the teacher at the projected pixels whatever the sample
+        assert few[f"stage{k}_kd"].item() == pytest.approx(full[f"stage{k}_kd"].item(), rel=1e-5)
+        assert sampled[f"stage{k}_2d"].item() == pytest.approx(full[f"stage{k}_2d"].item(), rel=1e-4)
+    assert few["stage0_2d"].item() != pytest.approx(full["stage0_2d"].item(), rel=1e-3)
+    with pytest.raises(ValueError, match="dense_pixels_per_image"):
+        LossConfig(dense_pixels_per_image=0)
+
+
 # ------------------------------------------------------------------------------------------ empty cases
 def _assert_finite_and_connected(criterion: PPMSKD, result: LossTerms, student: StudentOutput, maps) -> None:
     assert all(torch.isfinite(v) for v in result.terms.values()), result.terms
