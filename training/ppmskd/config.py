@@ -47,7 +47,8 @@ class LossConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kd", KDMode(self.kd))
         if self.dense_pixels_per_image is not None and self.dense_pixels_per_image < 1:
-            raise ValueError(f"LossConfig.dense_pixels_per_image must be >= 1 or None, got {self.dense_pixels_per_image}")
+            raise ValueError(f"LossConfig.dense_pixels_per_image must be >= 1 or None, got "
+                             f"{self.dense_pixels_per_image}")
         for f in fields(self):
             if f.name in ("kd", "dense_pixels_per_image"):
                 continue
