@@ -2,7 +2,8 @@
 
     config = load_config("training/configs/row_l.yaml", overrides=["optim.lr=0.1", "trainer.max_epochs=2"])
 
-A YAML file holds any of the six sections (data, student, teacher, loss, optim, trainer); what it leaves
+A YAML file holds any of the seven sections (data, student, teacher, lidar_teacher, loss, optim, trainer);
+what it leaves
 out takes the defaults below, which are the paper's SemanticKITTI run (docs/reference.md §1, §6, §7).
 A file may start from another with ``base: other.yaml`` (a path relative to the file): its mapping is
 merged key by key on top of the base (a ``null`` value replaces a whole section, e.g. ``teacher: null``
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from elite_ros.config_loader import ConfigError, load_dataclass
+from elite_ros.fusion import ImageFusionConfig
 from elite_ros.student import StudentConfig
 from elite_ros.voxel import VoxelConfig
 from elite_ros_training.data.pipeline import PipelineConfig
@@ -79,11 +81,27 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class StudentSection:
-    """The student network and the grid it voxelises on (both travel into the exported checkpoint)."""
+    """The student network and the grid it voxelises on (both travel into the exported checkpoint).
+
+    fusion: the U2MKD fusion student's image branch and fusion (docs/reference.md §14); None = the
+    LiDAR-only student. `architecture` is then its 3D branch. init_checkpoint: a LiDAR-only runtime
+    checkpoint (.safetensors, `architecture` alike) loaded into the student (its 3D branch) before training.
+    """
 
     architecture: StudentConfig = field(default_factory=StudentConfig)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
     sparse_backend: str = "auto"  # auto: spconv on CUDA, native on the CPU (spconv has no CPU backward)
+    fusion: ImageFusionConfig | None = None
+    init_checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class LidarTeacherSection:
+    """U2MKD's teacher (`loss.kd: u2mkd`, docs/reference.md §14): a LiDAR-only runtime checkpoint of this
+    package (`elite-ros-train export`, or bigger) on the student's voxel grid and stage scales. None here
+    = given on the command line (`fit --teacher-checkpoint`)."""
+
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,19 +185,31 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     student: StudentSection = field(default_factory=StudentSection)
     teacher: TeacherSection | None = field(default_factory=TeacherSection)
+    lidar_teacher: LidarTeacherSection | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
-        if self.teacher is None and self.loss.kd is not KDMode.NONE:
-            raise ValueError(f"loss.kd is {self.loss.kd.value!r} but there is no teacher: set loss.kd: none "
+        kd = self.loss.kd
+        if kd is KDMode.U2MKD:
+            if self.student.fusion is None or self.lidar_teacher is None or self.teacher is not None:
+                raise ValueError("loss.kd is 'u2mkd': it needs student.fusion (the fusion student), a lidar_teacher "
+                                 "section (its checkpoint) and teacher: null")
+        elif self.lidar_teacher is not None:
+            raise ValueError(f"a lidar_teacher is configured but loss.kd is {kd.value!r}: set loss.kd: u2mkd")
+        elif self.teacher is None and kd is not KDMode.NONE:
+            raise ValueError(f"loss.kd is {kd.value!r} but there is no teacher: set loss.kd: none "
                              "or configure a teacher")
-        if self.teacher is not None and self.loss.kd is KDMode.NONE:
+        if self.teacher is not None and kd is KDMode.NONE:
             raise ValueError("loss.kd is 'none' but a teacher is configured: set teacher: null for the "
                              "student alone, or loss.kd: kd | mskd")
-        if self.teacher is not None and not self.data.pipeline.require_image:
-            raise ValueError("a teacher needs camera images: data.pipeline.require_image must be true")
+        if self.student.fusion is not None and self.teacher is not None:
+            raise ValueError("student.fusion (the U2MKD fusion student) trains without the SAM teacher: "
+                             "set teacher: null (and loss.kd: none or u2mkd)")
+        if (self.teacher is not None or self.student.fusion is not None) and not self.data.pipeline.require_image:
+            raise ValueError("a teacher or a fusion student needs camera images: data.pipeline.require_image "
+                             "must be true")
         volume = (self.data.pipeline.volume_min, self.data.pipeline.volume_max)
         grid = (self.student.voxel.min_bound, self.student.voxel.max_bound)
         if volume != grid:

@@ -89,18 +89,20 @@ class ELiTeDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.progress = progress
-        camera = config.teacher is not None
+        fusion = config.student.fusion is not None
+        camera = config.teacher is not None or fusion
         pipeline = replace(config.data.pipeline, use_image=camera, require_image=camera)
         self.train_pipeline = pipeline
-        # validation scores the student alone: no image, no augmentation
-        self.val_pipeline = replace(config.data.pipeline, use_image=False, require_image=False)
+        # validation scores the student alone, without augmentation: no image, except for a fusion student
+        self.val_pipeline = replace(config.data.pipeline, use_image=fusion, require_image=fusion)
         if train_frames is None:
             train_frames = open_all(config.data.train, images=camera)
         if val_frames is None and config.data.val:
-            val_frames = open_all(config.data.val, images=False)
+            val_frames = open_all(config.data.val, images=fusion)
         self.train_set = PointImageDataset(train_frames, pipeline, train=True, seed=config.trainer.seed)
         self.val_set = None if val_frames is None else PointImageDataset(val_frames, self.val_pipeline, train=False)
-        self.teacher_input = config.teacher.encoder.img_size if camera else None
+        # the SAM teacher's square input; a fusion student takes its crops as they are
+        self.teacher_input = config.teacher.encoder.img_size if config.teacher is not None else None
 
     def summary(self) -> dict[str, object]:
         """What the run trains and validates on (into the checkpoint metadata)."""

@@ -1,7 +1,9 @@
 """A Lightning training checkpoint -> the runtime's student checkpoint (safetensors + JSON metadata).
 
 The exported file holds exactly the student's tensors (the teacher and the PPMSKD heads are
-training-only, docs/reference.md §3) and metadata saying what it is: ``trained: true``; class names,
+training-only, docs/reference.md §3; for the fusion student, §14, its 3D and image branches and the
+fusion, without the LiDAR teacher and the U2MKD projections) and metadata saying what it is: the model
+kind and, for the fusion student, its camera input (the pipeline's pixel normalisation); ``trained: true``; class names,
 palette and learning map; the voxel grid and the intensity scale the network was trained with; the full
 training config, the data it saw, its validation mIoU and per-class IoU, the epoch and step, and the
 source commit. The Lightning file is read with ``weights_only=True``: nothing in it is executed.
@@ -13,8 +15,10 @@ from typing import Any
 
 import torch
 
+from elite_ros.camera import CameraInput
 from elite_ros.checkpoint import KITTI_INTENSITY_SCALE, make_metadata, save_checkpoint, source_commit
 from elite_ros.config_loader import ConfigError, dump_dataclass
+from elite_ros.fusion import FusionConfig, FusionStudent
 from elite_ros.student import Student
 from elite_ros_training.config import TrainConfig, config_from_mapping
 from elite_ros_training.module import RUN_KEY, STUDENT_PREFIX, student_state_dict
@@ -49,10 +53,15 @@ def checkpoint_config(checkpoint: dict[str, Any], source: str = "checkpoint") ->
         raise ExportError(f"{source}: its training config does not load here ({error})") from None
 
 
-def student_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> tuple[Student, TrainConfig]:
-    """The trained student (eval mode, CPU, fp32) and the config of a training checkpoint."""
+def student_from_checkpoint(checkpoint: dict[str, Any],
+                            source: str = "checkpoint") -> tuple[Student | FusionStudent, TrainConfig]:
+    """The trained student (eval mode, CPU, fp32; the fusion student for a fusion config) and the config of a
+    training checkpoint."""
     config = checkpoint_config(checkpoint, source)
-    student = Student(config.student.architecture)
+    fusion = config.student.fusion
+    student: Student | FusionStudent = (
+        Student(config.student.architecture) if fusion is None
+        else FusionStudent(FusionConfig(lidar=config.student.architecture, image=fusion)))
     state = student_state_dict(checkpoint["state_dict"])
     if not state:
         raise ExportError(f"{source}: no '{STUDENT_PREFIX}*' tensors in its state_dict")
@@ -81,6 +90,7 @@ def export_student(source: str | Path, out: str | Path, *, half: bool = False) -
         "data": run.get("data", {"train": list(config.data.train), "val": list(config.data.val)}),
         "val_miou": run.get("val_miou"),
         "val_iou": run.get("val_iou", {}),
+        **({"val_miou_no_image": run.get("val_miou_no_image")} if config.student.fusion is not None else {}),
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "lightning_checkpoint": source.name,
@@ -89,7 +99,11 @@ def export_student(source: str | Path, out: str | Path, *, half: bool = False) -
     }
     if config.data.synthetic is not None and only_these_drives(config.data.synthetic, config.data.train):
         training["data_licence"] = "synthetic world only (elite-ros-train synth): no KITTI data"
-    metadata = make_metadata(student, voxel=dump_dataclass(config.student.voxel),
+    camera = {}
+    if config.student.fusion is not None:
+        pipeline = config.data.pipeline
+        camera["camera"] = dump_dataclass(CameraInput(pixel_mean=pipeline.pixel_mean, pixel_std=pipeline.pixel_std))
+    metadata = make_metadata(student, **camera, voxel=dump_dataclass(config.student.voxel),
                              intensity_scale=KITTI_INTENSITY_SCALE, training=training, trained=True,
                              source_commit=run.get("source_commit", source_commit()))
     if half:

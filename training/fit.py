@@ -60,7 +60,8 @@ class BatchNormRecalibration(Callback):
         assert isinstance(pl_module, ELiTeModule)
         loader = trainer.datamodule.train_dataloader()
         batches = (batch for _, batch in zip(range(self.batches), loader))
-        used = recalibrate_batch_norm(pl_module.student, batches, pl_module.device, pl_module.config.student.voxel)
+        used = recalibrate_batch_norm(pl_module.student, batches, pl_module.device, pl_module.config.student.voxel,
+                                      forward=pl_module.student_forward)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for buffer in _running_statistics(pl_module.student):
                 torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)

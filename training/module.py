@@ -14,6 +14,11 @@ What one optimiser step does (docs/reference.md §5-§7):
 Validation: the student alone on unaugmented scans; argmax per point; one confusion matrix per process,
 summed across processes at the end of the epoch (`elite_ros.metrics`), then IoU: ``val/mIoU`` and
 ``val/iou/<class>``.
+
+The U2MKD fusion student (`student.fusion`, docs/reference.md §14) is the same loop with another model:
+its step adds the imputation loss (imputed vs real image features of the points with a pixel) and, with
+``loss.kd: u2mkd``, the LiDAR teacher's terms (`elite_ros_training.u2mkd`); it validates with the images
+(``val/mIoU``) and with every image withheld (``val/mIoU_no_image``).
 """
 from __future__ import annotations
 
@@ -24,16 +29,18 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from elite_ros.checkpoint import source_commit
+from elite_ros.checkpoint import load_checkpoint, source_commit
 from elite_ros.config_loader import dump_dataclass
+from elite_ros.fusion import FusionConfig, FusionOutput, FusionStudent
 from elite_ros.labels import CLASS_NAMES
 from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou, sum_across_processes
 from elite_ros.student import Student, StudentInput, StudentOutput
-from elite_ros.voxel import voxelise
+from elite_ros.voxel import MultiScaleVoxels, voxelise
 from elite_ros_training.config import TrainConfig, config_from_mapping
 from elite_ros_training.data.collate import Batch
-from elite_ros_training.ppmskd import PPMSKD, LossTerms
+from elite_ros_training.ppmskd import PPMSKD, KDMode, LossTerms
 from elite_ros_training.teacher import ImageTeacher, build_teacher
+from elite_ros_training.u2mkd import U2MKD, LidarTeacher, fusion_input, imputation_loss
 
 STUDENT_PREFIX = "student."  # where the student's weights sit in the module's state dict (export reads it)
 RUN_KEY = "elite_ros"  # the Lightning checkpoint's entry with this run's validation figures and data
@@ -52,6 +59,21 @@ def cosine_factor(step: int, total_steps: int, warmup_steps: int = 0) -> float:
 def has_non_finite_gradient(parameters) -> bool:
     """True when any gradient holds a NaN or an infinity."""
     return any(p.grad is not None and not torch.isfinite(p.grad).all() for p in parameters)
+
+
+def build_student(config: TrainConfig) -> Student | FusionStudent:
+    """The config's student (the fusion student when `student.fusion` is set), its 3D part loaded from
+    `student.init_checkpoint` (a LiDAR-only runtime checkpoint, strictly) when one is named."""
+    section = config.student
+    student: Student | FusionStudent
+    if section.fusion is not None:
+        student = FusionStudent(FusionConfig(lidar=section.architecture, image=section.fusion),
+                                sparse_backend=section.sparse_backend)
+    else:
+        student = Student(section.architecture, sparse_backend=section.sparse_backend)
+    if section.init_checkpoint is not None:
+        load_checkpoint(section.init_checkpoint, student.lidar if isinstance(student, FusionStudent) else student)
+    return student
 
 
 class ELiTeModule(L.LightningModule):
@@ -73,7 +95,7 @@ class ELiTeModule(L.LightningModule):
         self.total_steps = int(total_steps)
         self.world_size = int(world_size)
         cfg = self.config
-        self.student = Student(cfg.student.architecture, sparse_backend=cfg.student.sparse_backend)
+        self.student = build_student(cfg)
         self.teacher: ImageTeacher | None = None
         if cfg.teacher is not None:
             teacher = cfg.teacher
@@ -85,12 +107,32 @@ class ELiTeModule(L.LightningModule):
                              student_channels=cfg.student.architecture.hidden_channels,
                              teacher_channels=None if self.teacher is None else self.teacher.out_channels,
                              num_stages=len(cfg.student.architecture.stage_scales))
+        self.lidar_teacher: LidarTeacher | None = None
+        self.u2mkd: U2MKD | None = None
+        if cfg.loss.kd is KDMode.U2MKD:
+            assert cfg.lidar_teacher is not None  # TrainConfig's rule
+            if cfg.lidar_teacher.checkpoint is None:
+                raise ValueError("loss.kd u2mkd: no LiDAR teacher checkpoint (set lidar_teacher.checkpoint or pass "
+                                 "--teacher-checkpoint)")
+            architecture = cfg.student.architecture
+            self.lidar_teacher = LidarTeacher.from_checkpoint(cfg.lidar_teacher.checkpoint, cfg.student.voxel,
+                                                              architecture.stage_scales, cfg.student.sparse_backend)
+            self.u2mkd = U2MKD(cfg.loss, student_channels=architecture.hidden_channels,
+                               teacher_channels=self.lidar_teacher.config.hidden_channels,
+                               num_stages=len(architecture.stage_scales), num_classes=architecture.num_classes)
         num_classes = cfg.student.architecture.num_classes
         self.register_buffer("val_confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64),
+                             persistent=False)
+        self.register_buffer("val_confusion_no_image", torch.zeros(num_classes, num_classes, dtype=torch.int64),
                              persistent=False)
         self.skipped_steps = 0
         self.last_val_miou: float | None = None
         self.last_val_iou: dict[str, float | None] = {}
+        self.last_val_miou_no_image: float | None = None
+
+    @property
+    def is_fusion(self) -> bool:
+        return isinstance(self.student, FusionStudent)
 
     @classmethod
     def from_config(cls, config: TrainConfig, class_weights: list[float], total_steps: int,
@@ -98,14 +140,23 @@ class ELiTeModule(L.LightningModule):
         return cls(dump_dataclass(config), class_weights, total_steps, world_size, data)
 
     # ------------------------------------------------------------------------------------------ forward
-    def student_forward(self, batch: Batch) -> StudentOutput:
-        """The student on the batch's points (voxelised here, on the batch's device)."""
-        voxels = voxelise(batch.points[:, :3], batch.batch_index, batch.batch_size, self.config.student.voxel)
+    def voxelise(self, batch: Batch) -> MultiScaleVoxels:
+        """The batch's points voxelised on the student's grid (on the batch's device)."""
+        return voxelise(batch.points[:, :3], batch.batch_index, batch.batch_size, self.config.student.voxel)
+
+    def student_forward(self, batch: Batch, voxels: MultiScaleVoxels | None = None, *,
+                        with_images: bool = True) -> StudentOutput:
+        """The student on the batch's points (and, for the fusion student, its images unless `with_images`
+        is False: the imputation path for every point)."""
+        voxels = self.voxelise(batch) if voxels is None else voxels
+        if isinstance(self.student, FusionStudent):
+            return self.student(fusion_input(batch, voxels, with_images=with_images))
         return self.student(StudentInput(points=batch.points, voxels=voxels))
 
     def losses(self, batch: Batch) -> LossTerms:
         """Every loss term of one training batch (and the AdaLoRA regulariser)."""
-        student = self.student_forward(batch)
+        voxels = self.voxelise(batch)
+        student = self.student_forward(batch, voxels)
         teacher_maps = None
         if self.teacher is not None:
             if batch.images is None:
@@ -114,7 +165,25 @@ class ELiTeModule(L.LightningModule):
         terms = self.ppmskd(student, batch, teacher_maps)
         if self.teacher is not None:
             terms = terms.with_term("orth", self.teacher.regularization_loss())
+        if isinstance(student, FusionOutput):
+            terms = self._fusion_terms(terms, student, batch, voxels)
         return terms
+
+    def _fusion_terms(self, terms: LossTerms, student: FusionOutput, batch: Batch,
+                      voxels: MultiScaleVoxels) -> LossTerms:
+        """The fusion student's own terms: imputation (where the batch has images), U2MKD (kd u2mkd)."""
+        if student.imputed is not None and student.image_features is not None:
+            terms = terms.with_term("imputation", self.config.loss.imputation_weight
+                                    * imputation_loss(student.imputed, student.image_features))
+        if self.u2mkd is not None and self.lidar_teacher is not None:
+            teacher = self.lidar_teacher(StudentInput(points=batch.points, voxels=voxels))
+            for name, value in self.u2mkd(student, teacher).items():
+                terms = terms.with_term(name, value)
+        # Every trainable parameter takes part in every step, also when a batch leaves the image path unused
+        # (all its images withheld, or no point in view): a zero-weighted sum, so DDP needs no search for
+        # unused parameters and all processes reduce the same gradients.
+        anchor = sum(p.sum() for p in self.student.parameters() if p.requires_grad)
+        return LossTerms(terms=terms.terms, total=terms.total + 0.0 * anchor)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         terms = self.losses(batch)
@@ -138,11 +207,16 @@ class ELiTeModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self.val_confusion.zero_()
+        self.val_confusion_no_image.zero_()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self.student_forward(batch).logits
-        self.val_confusion += confusion_matrix(batch.labels, logits.argmax(dim=1),
-                                               self.config.student.architecture.num_classes)
+        num_classes = self.config.student.architecture.num_classes
+        voxels = self.voxelise(batch)
+        logits = self.student_forward(batch, voxels).logits
+        self.val_confusion += confusion_matrix(batch.labels, logits.argmax(dim=1), num_classes)
+        if self.is_fusion:
+            blind = self.student_forward(batch, voxels, with_images=False).logits
+            self.val_confusion_no_image += confusion_matrix(batch.labels, blind.argmax(dim=1), num_classes)
 
     def on_validation_epoch_end(self) -> None:
         total = sum_across_processes(self.val_confusion)
@@ -154,6 +228,10 @@ class ELiTeModule(L.LightningModule):
             self.log(f"val/iou/{name}", float(value), batch_size=1)
         self.last_val_miou = None if math.isnan(miou) else miou
         self.last_val_iou = {name: None if math.isnan(v) else float(v) for name, v in zip(CLASS_NAMES[1:], iou)}
+        if self.is_fusion:
+            blind = mean_iou(iou_per_class(sum_across_processes(self.val_confusion_no_image)))
+            self.log("val/mIoU_no_image", blind, batch_size=1)
+            self.last_val_miou_no_image = None if math.isnan(blind) else blind
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """What `export` writes into the runtime checkpoint's metadata: the latest validation figures
@@ -161,6 +239,8 @@ class ELiTeModule(L.LightningModule):
         checkpoint[RUN_KEY] = {"val_miou": self.last_val_miou, "val_iou": self.last_val_iou,
                                "data": self.data_summary, "source_commit": self.commit,
                                "skipped_steps": self.skipped_steps}
+        if self.is_fusion:
+            checkpoint[RUN_KEY]["val_miou_no_image"] = self.last_val_miou_no_image
 
     # ------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict[str, Any]:
@@ -187,12 +267,15 @@ def student_state_dict(module_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key[len(STUDENT_PREFIX):]: value for key, value in module_state.items() if key.startswith(STUDENT_PREFIX)}
 
 
-def recalibrate_batch_norm(student: nn.Module, batches, device: torch.device, voxel_config) -> int:
+def recalibrate_batch_norm(student: nn.Module, batches, device: torch.device, voxel_config,
+                           forward=None) -> int:
     """Replace every BatchNorm's running statistics of `student` by exact means over `batches`.
 
     Running averages with momentum 0.1 over small batches are noisy; this runs the student in training
     mode without gradients over the batches with cumulative averaging (momentum None) and restores the
-    momenta. Returns the number of batches used.
+    momenta. forward: batch -> the student's output (e.g. `ELiTeModule.student_forward`, which also feeds
+    a fusion student its images); None = the LiDAR student on the batch's points. Returns the number of
+    batches used.
     """
     norms = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
@@ -206,8 +289,11 @@ def recalibrate_batch_norm(student: nn.Module, batches, device: torch.device, vo
         with torch.no_grad():
             for batch in batches:
                 batch = batch.to(device)
-                voxels = voxelise(batch.points[:, :3], batch.batch_index, batch.batch_size, voxel_config)
-                student(StudentInput(points=batch.points, voxels=voxels))
+                if forward is not None:
+                    forward(batch)
+                else:
+                    voxels = voxelise(batch.points[:, :3], batch.batch_index, batch.batch_size, voxel_config)
+                    student(StudentInput(points=batch.points, voxels=voxels))
                 used += 1
     finally:
         for norm, momentum in zip(norms, momenta):

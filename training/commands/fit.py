@@ -17,8 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--config", required=True, help="config name (base, row_a .. row_l, cpu_*) or YAML path")
     parser.add_argument("--data", nargs="+", metavar="BAG_OR_DIR", help="training data (replaces data.train)")
     parser.add_argument("--val-data", nargs="+", metavar="BAG_OR_DIR", help="validation data (replaces data.val)")
-    parser.add_argument("--teacher-checkpoint", metavar="SAM_PTH", help="SAM checkpoint for the teacher "
-                        "(e.g. sam_vit_b_01ec64.pth; replaces teacher.checkpoint)")
+    parser.add_argument("--teacher-checkpoint", metavar="SAM_PTH|LIDAR", help="SAM checkpoint for the teacher "
+                        "(e.g. sam_vit_b_01ec64.pth; replaces teacher.checkpoint), or for a U2MKD config the "
+                        "LiDAR-only .safetensors teacher (replaces lidar_teacher.checkpoint)")
     parser.add_argument("--devices", type=int, default=1,
                         help="processes (GPUs, or CPU processes) per node (default 1)")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes (default 1)")
@@ -48,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if args.val_data:
         data["val"] = [str(Path(p)) for p in args.val_data]
     if args.teacher_checkpoint:
-        if values.get("teacher") is None:
+        if values.get("lidar_teacher") is not None:  # U2MKD: a LiDAR-only runtime checkpoint
+            values["lidar_teacher"]["checkpoint"] = args.teacher_checkpoint
+        elif values.get("teacher") is None:
             raise ValueError(f"--teacher-checkpoint given, but config {args.config!r} has no teacher")
-        values["teacher"]["checkpoint"] = args.teacher_checkpoint
+        else:
+            values["teacher"]["checkpoint"] = args.teacher_checkpoint
     config = config_from_mapping(values)
     if not config.data.train and config.data.synthetic is None:
         raise ValueError("no training data: pass --data BAG_OR_DIR (or set data.train or data.synthetic in the "

@@ -82,6 +82,11 @@ class RigidAugmentation:
     def identity() -> RigidAugmentation:
         return RigidAugmentation(0.0, np.ones(3), np.ones(3), np.zeros(3))
 
+    def then_mirror_y(self) -> RigidAugmentation:
+        """This transform followed by y -> -y (diagonal factors commute: the flip and the translation change)."""
+        mirror = np.array([1.0, -1.0, 1.0])
+        return RigidAugmentation(self.angle, self.flip * mirror, self.scale, self.translation * mirror)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:

@@ -34,6 +34,8 @@ class Batch:
         point_to_pixel: per sample (Ni_b,) int64 index into that sample's points.
         pixel_labels: (sum Ni_b,) int64 sparse 2D labels (the projected LiDAR labels).
         pseudo_labels: (B, h, w) int64 dense SAM-PLG labels, or None when any sample lacks them.
+        image_present: (B,) bool False where modality dropout withholds the image from the fusion student's
+            input (`Sample.image_withheld`); None without images.
     frame_ids: per sample, the source frame.
     num_scan_points: (B,) int64 points of each original scan.
     """
@@ -51,6 +53,7 @@ class Batch:
     pseudo_labels: torch.Tensor | None
     frame_ids: list[str]
     num_scan_points: torch.Tensor
+    image_present: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -91,7 +94,7 @@ def collate(samples: list[Sample], teacher_input_size: int | None = TEACHER_INPU
         missing = [s.frame_id for s in samples if s.image is None]
         raise ValueError(f"cannot batch samples with and without images (no image: {missing})")
 
-    images = image_size = pseudo = None
+    images = image_size = pseudo = present = None
     if all(with_image):
         shapes = {s.image.shape for s in samples}
         if len(shapes) != 1:
@@ -105,6 +108,7 @@ def collate(samples: list[Sample], teacher_input_size: int | None = TEACHER_INPU
         for b, s in enumerate(samples):
             images[b, :, :height, :width] = torch.from_numpy(s.image)
         image_size = (height, width)
+        present = torch.tensor([not s.image_withheld for s in samples], dtype=torch.bool)
         if all(s.pseudo_labels is not None for s in samples):
             pseudo = torch.from_numpy(np.stack([s.pseudo_labels for s in samples]))
 
@@ -122,4 +126,5 @@ def collate(samples: list[Sample], teacher_input_size: int | None = TEACHER_INPU
         pseudo_labels=pseudo,
         frame_ids=[s.frame_id for s in samples],
         num_scan_points=torch.tensor([s.num_scan_points for s in samples], dtype=torch.int64),
+        image_present=present,
     )

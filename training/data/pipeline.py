@@ -38,6 +38,19 @@ class PipelineConfig:
     require_image: bool = True
     #: False: LiDAR only, images are neither required nor processed (a student-only run)
     use_image: bool = True
+    #: fusion student (ref §14, ours): probability that a training sample's image is withheld from the input
+    #: (modality dropout; the image stays in the batch as the imputation loss's target)
+    image_dropout: float = 0.0
+    #: fusion student (ref §14, ours): mirror the 3D points (y -> -y) exactly when the image is flipped, so the
+    #: two modalities stay mirror images of one scene (the volume must be symmetric in y)
+    flip_with_image: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.image_dropout <= 1.0:
+            raise ValueError(f"image_dropout must lie in [0, 1], got {self.image_dropout}")
+        if self.flip_with_image and self.volume_min[1] != -self.volume_max[1]:
+            raise ValueError(f"flip_with_image needs a volume symmetric in y, got y in "
+                             f"[{self.volume_min[1]}, {self.volume_max[1]}]")
 
 
 @dataclass
@@ -57,6 +70,7 @@ class Sample:
         pixel_labels: (Ni,) int64 training ids of those points (the sparse 2D labels).
         pseudo_labels: (h, w) int64 dense SAM-PLG semantic ids in the crop (0 = ignored), or None.
         crop: the image window used (in full-image pixels) and whether it was mirrored.
+        image_withheld: True when modality dropout withholds the image from the fusion student's input.
     """
 
     frame_id: str
@@ -71,6 +85,7 @@ class Sample:
     pixel_labels: np.ndarray
     pseudo_labels: np.ndarray | None
     crop: CropWindow | None
+    image_withheld: bool = False
 
 
 def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator, train: bool) -> Sample:
@@ -121,6 +136,9 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
         # 8. horizontal flip (decided now, applied with the crop to image, pixels and pseudo labels)
         flipped = bool(train and rng.random() < config.flip2d_probability)
         crop = CropWindow(crop.top, crop.left, crop.height, crop.width, flipped)
+        if flipped and config.flip_with_image:  # ref §14: both modalities mirrored together
+            points[:, 1] = -points[:, 1]
+            rigid = rigid.then_mirror_y()
         pixels = crop.to_window(pixels)
         image_t = torch.from_numpy(np.ascontiguousarray(crop.cut(frame.image.transpose(2, 0, 1))))
         # 7. colour jitter (commutes with the flip: it is per-pixel and image-global)
@@ -130,6 +148,8 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
         image = augment.normalize_image(image_t, config.pixel_mean, config.pixel_std).numpy()
         if config.use_pseudo_labels and frame.pseudo_labels is not None:
             pseudo = np.ascontiguousarray(crop.cut(frame.pseudo_labels[0])).astype(np.int64)
+    # modality dropout, drawn last (earlier draws, and so every other config's samples, stay as they were)
+    withheld = bool(train and image is not None and config.image_dropout > 0 and rng.random() < config.image_dropout)
 
     return Sample(
         frame_id=frame.frame_id,
@@ -144,4 +164,5 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
         pixel_labels=point_labels[point_to_pixel],
         pseudo_labels=pseudo,
         crop=crop,
+        image_withheld=withheld,
     )

@@ -15,23 +15,28 @@ STAGE_3D_WEIGHT = 1.0  # docs/reference.md §6 item 2 / §10 item 5: not divided
 SEG2D_WEIGHT = 1.0  # docs/reference.md §6 item 2: lambda_seg2d, divided by the number of stages (-> 0.25)
 KD_WEIGHT = 0.05  # docs/reference.md §6 item 2: lambda_xm, divided by the number of stages (-> 0.0125)
 MULTI2D_WEIGHT = 1.0  # docs/reference.md §6 item 3: 2D multi-stage classifier loss, weight 1
+IMPUTATION_WEIGHT = 1.0  # docs/reference.md §14 (ours): MSE of imputed vs real image features
+U2MKD_LOGIT_WEIGHT = 1.0  # docs/reference.md §14 (ours): KL(LiDAR teacher || fusion student) per point
+U2MKD_FEATURE_WEIGHT = 1.0  # docs/reference.md §14 (ours): normalised stage-feature MSE, divided by the stages
 
 
 class KDMode(str, Enum):
     """Which student stages are distilled (docs/reference.md §11, Table II).
 
     NONE: the student alone, no teacher (row a). KD: the last student stage only (row b), with the same
-    per-stage weights as MSKD. MSKD: every student stage (rows c-l).
+    per-stage weights as MSKD. MSKD: every student stage (rows c-l). U2MKD: not an image teacher but a
+    LiDAR-only one distilling into the fusion student (docs/reference.md §14, `elite_ros_training.u2mkd`).
     """
 
     NONE = "none"
     KD = "kd"
     MSKD = "mskd"
+    U2MKD = "u2mkd"
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the PPMSKD loss terms (docs/reference.md §6)."""
+    """Weights of the PPMSKD loss terms (docs/reference.md §6) and of the fusion student's (§14)."""
 
     kd: KDMode = KDMode.MSKD
     main_lovasz_weight: float = MAIN_LOVASZ_WEIGHT  # student main loss: CE + 0.1 Lovasz
@@ -40,6 +45,9 @@ class LossConfig:
     seg2d_weight: float = SEG2D_WEIGHT  # lambda_seg2d; per stage divided by the number of student stages
     kd_weight: float = KD_WEIGHT  # lambda_xm; per stage divided by the number of student stages
     multi2d_weight: float = MULTI2D_WEIGHT  # 2D multi-stage classifier
+    imputation_weight: float = IMPUTATION_WEIGHT  # fusion student: imputed vs real image features
+    u2mkd_logit_weight: float = U2MKD_LOGIT_WEIGHT  # kd u2mkd: teacher logits -> student logits
+    u2mkd_feature_weight: float = U2MKD_FEATURE_WEIGHT  # kd u2mkd: teacher stage features, over all stages
     #: dense (pseudo-label) 2D losses on this many labelled pixels drawn at random per image instead of on
     #: every pixel of the crop (None: every pixel, the reference's); ours, for CPU-sized runs
     dense_pixels_per_image: int | None = None

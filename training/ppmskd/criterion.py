@@ -15,7 +15,8 @@ Total = L_main + sum over distilled stages k of [w3d L3d_k + (seg2d / S) L2d_k +
 Gradient paths: teacher features receive gradients only from L2d_k and L2d_multi; the student only from
 L_main, L3d_k and KL_k. `KDMode.KD` distils the last student stage only with the same per-stage weights
 (MSKD restricted to the last stage); its multi-stage classifier still sees every teacher stage, so every
-patch decoder keeps a gradient. `KDMode.NONE` builds no head at all (nothing untrained for DDP to trip on).
+patch decoder keeps a gradient. `KDMode.NONE` builds no head at all (nothing untrained for DDP to trip on),
+nor does `KDMode.U2MKD` (its LiDAR teacher's terms are `elite_ros_training.u2mkd`'s): both are L_main only.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class PPMSKD(nn.Module):
         self.student_channels = student_channels
         self.teacher_channels = teacher_channels
         self.register_buffer("class_weights", weights.clone(), persistent=False)
-        if config.kd is KDMode.NONE:
+        if config.kd in (KDMode.NONE, KDMode.U2MKD):  # U2MKD's teacher is a LiDAR one (elite_ros_training.u2mkd)
             stages: tuple[int, ...] = ()
         elif config.kd is KDMode.KD:
             stages = (num_stages - 1,)

@@ -1,0 +1,56 @@
+"""`U2MKD`: the distillation terms of one step from the LiDAR teacher to the fusion student (ref §14).
+
+terms = {"u2mkd_logits": w_logit KL(teacher || student) over every point (batchmean units),
+         "u2mkd_stage{k}": (w_feature / S) normalised MSE between the student's stage-k voxel features,
+                           projected to the teacher's width, and the teacher's (S = number of stages)}.
+
+The student's logits are its final ones (with the image where it has one, on the imputation path
+elsewhere), the teacher's those of the same points; both networks voxelise the same points on the same
+grid, so stage k's voxels are the same rows in both. The projections (Linear(student, teacher) per
+stage, identity-initialised when the widths agree) are trainable and training-only.
+
+"ref §N" = docs/reference.md §N.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from elite_ros.student import StudentOutput
+from elite_ros_training.ppmskd.config import LossConfig
+from elite_ros_training.ppmskd.losses import kd_divergence
+from elite_ros_training.u2mkd.losses import feature_distillation_loss
+
+
+class U2MKD(nn.Module):
+    """Stage projections + U2MKD terms: `forward(student, teacher) -> {name: weighted scalar}`."""
+
+    def __init__(self, config: LossConfig, *, student_channels: int, teacher_channels: int, num_stages: int,
+                 num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.projections = nn.ModuleList([nn.Linear(student_channels, teacher_channels) for _ in range(num_stages)])
+        if student_channels == teacher_channels:
+            for projection in self.projections:
+                nn.init.eye_(projection.weight)
+                nn.init.zeros_(projection.bias)
+
+    def forward(self, student: StudentOutput, teacher: StudentOutput) -> dict[str, Tensor]:
+        if student.logits.shape != teacher.logits.shape:
+            raise ValueError(f"U2MKD: student logits {tuple(student.logits.shape)} and teacher logits "
+                             f"{tuple(teacher.logits.shape)} must match (same points, same classes)")
+        if len(student.stages) != len(self.projections) or len(teacher.stages) != len(self.projections):
+            raise ValueError(f"U2MKD: {len(student.stages)} student and {len(teacher.stages)} teacher stages, "
+                             f"expected {len(self.projections)}")
+        # kd_divergence averages over N x C entries ('mean', ref §6); x C gives KL per point ('batchmean')
+        terms = {"u2mkd_logits": self.config.u2mkd_logit_weight * self.num_classes
+                 * kd_divergence(student.logits, teacher.logits)}
+        weight = self.config.u2mkd_feature_weight / len(self.projections)
+        for k, (projection, ours, theirs) in enumerate(zip(self.projections, student.stages, teacher.stages)):
+            if ours.voxel_features.shape[0] != theirs.voxel_features.shape[0] or ours.scale != theirs.scale:
+                raise ValueError(f"U2MKD: stage {k}: {ours.voxel_features.shape[0]} student voxels at scale "
+                                 f"{ours.scale}, {theirs.voxel_features.shape[0]} teacher voxels at scale "
+                                 f"{theirs.scale}")
+            projected = projection(ours.voxel_features.to(projection.weight.dtype))
+            terms[f"u2mkd_stage{k}"] = weight * feature_distillation_loss(projected, theirs.voxel_features)
+        return terms
