@@ -106,6 +106,22 @@ class CameraModel:
         return project_points(xyz, self.projection, self.width, self.height)
 
 
+#: a KITTI-like colour camera (KITTI odometry seq 00's P2 intrinsics and image size) for `forward_camera`
+KITTI_FOCAL_PX, KITTI_CENTRE_PX, KITTI_IMAGE_SIZE = 718.856, (607.1928, 185.2157), (1242, 375)
+#: LiDAR axes (x forward, y left, z up) -> optical axes (x right, y down, z forward)
+LIDAR_TO_OPTICAL_ROTATION = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+
+def forward_camera(width: int = KITTI_IMAGE_SIZE[0], height: int = KITTI_IMAGE_SIZE[1],
+                   focal: float = KITTI_FOCAL_PX) -> CameraModel:
+    """A pinhole camera at the LiDAR's origin looking along +x, principal point at KITTI's (scaled to the
+    image size): the warm-up's and the tests' camera when no calibration is at hand."""
+    cx = KITTI_CENTRE_PX[0] * width / KITTI_IMAGE_SIZE[0]
+    cy = KITTI_CENTRE_PX[1] * height / KITTI_IMAGE_SIZE[1]
+    intrinsics = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+    return CameraModel(np.hstack([intrinsics @ LIDAR_TO_OPTICAL_ROTATION, np.zeros((3, 1))]), width, height)
+
+
 def image_to_rgb(msg) -> np.ndarray:
     """`sensor_msgs/Image` (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB (a copy)."""
     encoding = msg.encoding

@@ -24,7 +24,12 @@ probability for EVERY message point:
   0.8, 1.6, ... m, doubling until one cell spans the volume), i.e. of its nearest sampled points by voxel;
 - with `tta_votes` > 1, every vote is the scan rotated about z by U[0, 360) degrees and shifted by
   N(0, 0.1) m per axis (docs/reference.md §8, seeded, so the same scan always gives the same answer);
-  logits are summed over the votes, the probability is the softmax of their mean.
+  logits are summed over the votes, the probability is the softmax of their mean;
+- a fusion checkpoint (`model_kind: fusion`, `elite_ros.fusion`, ref §14) takes `predict(scan, image,
+  camera)`: the camera image ((H, W, 3) uint8 RGB) and its `camera.CameraModel` (LiDAR -> pixel matrix and
+  image size). In-range points are projected with the camera (before any TTA motion, as in training) and
+  read the image at their pixel; every other point, and every point of a scan given without image (late,
+  missing), runs on the imputation path. A LiDAR-only checkpoint ignores both arguments.
 
 "ref §N" = docs/reference.md §N.
 """
@@ -41,10 +46,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, CheckpointMetadata, default_checkpoint, load_checkpoint, read_metadata
+from .camera import CameraInput, CameraModel, forward_camera, normalise_image
+from .checkpoint import (
+    FUSION_KIND,
+    CheckpointError,
+    CheckpointMetadata,
+    default_checkpoint,
+    load_checkpoint,
+    read_metadata,
+)
 from .cloud import Scan, scan_from_arrays  # noqa: F401 - scan_from_arrays: re-exported, callers import it here
 from .config_loader import load_dataclass
 from .device import resolve_device, resolve_precision
+from .fusion import FusionConfig, FusionInput, FusionStudent
 from .heap import retain_freed_memory
 from .labels import ClassTable
 from .sparse import BackendError
@@ -80,6 +94,14 @@ class _Prepared:
     points: Tensor  # (K, 4) float32 on device: x y z + scaled intensity, in range
     message_index: Tensor  # (K,) int64 message position of each point
     sampled: Tensor | None  # (S,) int64 rows of `points` that run the network (None = all)
+    image: Tensor | None = None  # (3, H, W) float32 normalised image (fusion model, scan with image)
+    pixel_rows: Tensor | None = None  # (M,) int64 rows of the network's points (after the cap) with a pixel
+    pixels: Tensor | None = None  # (M, 2) int64 (row, col) of those points
+
+    @property
+    def count(self) -> int:
+        """Points that run the network (per TTA vote)."""
+        return self.points.shape[0] if self.sampled is None else self.sampled.shape[0]
 
 
 def _sync(device: torch.device) -> None:
@@ -90,7 +112,7 @@ def _sync(device: torch.device) -> None:
 class Segmenter:
     """The student with its checkpoint, ready to label scans. Build with `Segmenter.from_checkpoint`."""
 
-    def __init__(self, model: Student, metadata: CheckpointMetadata, *, device: torch.device,
+    def __init__(self, model: Student | FusionStudent, metadata: CheckpointMetadata, *, device: torch.device,
                  dtype: torch.dtype = torch.float32, tta_votes: int = 1, max_points: int | None = None,
                  intensity_scale: float | None = None, warmup: bool = True, retain_memory: bool = True) -> None:
         if int(tta_votes) < 1:
@@ -108,6 +130,8 @@ class Segmenter:
         self.intensity_scale = float(scale)
         self.voxel_config: VoxelConfig = metadata.voxel_config
         self.classes: ClassTable = metadata.classes  # CheckpointError when its tables disagree
+        #: the camera input a fusion model expects (None: a LiDAR-only model, images are ignored)
+        self.camera_input: CameraInput | None = metadata.camera_input
         self.model = model.to(device=device, dtype=dtype).eval()
         if retain_memory and device.type == "cpu":
             retain_freed_memory()  # process-wide: see elite_ros.heap
@@ -135,11 +159,7 @@ class Segmenter:
         dtype = resolve_precision(precision, resolved)
         path = Path(path) if path is not None else default_checkpoint()
         metadata = read_metadata(path)
-        try:
-            config = load_dataclass(StudentConfig, metadata.architecture, path="architecture")
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: metadata architecture: {error}") from None
-        model = Student(config, sparse_backend=backend)
+        model = _model_for(metadata, path, backend)
         load_checkpoint(path, model)
         segmenter = cls(model, metadata, device=resolved, dtype=dtype, tta_votes=tta_votes,
                         max_points=max_points, intensity_scale=intensity_scale, warmup=False,
@@ -177,22 +197,35 @@ class Segmenter:
         """Run synthetic scans of a real scan's size and structure (`elite_ros.warmup`), so allocators,
         kernels and the heap are ready before the first real one (which is then as fast as the next)."""
         scan = lidar_like_scan(self.voxel_config)
+        camera = forward_camera() if self.camera_input is not None else None  # a fusion model: its image path too
+        image = None if camera is None else np.full((camera.height, camera.width, 3), 128, np.uint8)
         for _ in range(runs):
             self.predict(scan)
+            if camera is not None:
+                self.predict(scan, image, camera)
 
     # ---------------------------------------------------------------------------------- prediction
-    def predict(self, scan: Scan) -> Prediction:
-        """Label every point of one scan (see the module docstring for the rules)."""
-        return self.predict_batch([scan])[0]
+    def predict(self, scan: Scan, image: np.ndarray | None = None, camera: CameraModel | None = None) -> Prediction:
+        """Label every point of one scan (see the module docstring for the rules); a fusion model reads
+        `image` ((H, W, 3) uint8 RGB) through `camera`, None = the imputation path."""
+        return self.predict_batch([scan], None if image is None else [image], None if camera is None else [camera])[0]
 
     @torch.inference_mode()
-    def predict_batch(self, scans: Sequence[Scan]) -> list[Prediction]:
-        """Label several scans in one network call (bag replay). Timings are shared equally."""
+    def predict_batch(self, scans: Sequence[Scan], images: Sequence[np.ndarray | None] | None = None,
+                      cameras: Sequence[CameraModel | None] | None = None) -> list[Prediction]:
+        """Label several scans in one network call (bag replay). Timings are shared equally. images /
+        cameras: one per scan (None entries: no image), for a fusion model."""
         if not scans:
             return []
+        images = [None] * len(scans) if images is None else list(images)
+        cameras = [None] * len(scans) if cameras is None else list(cameras)
+        if len(images) != len(scans) or len(cameras) != len(scans):
+            raise ValueError(f"{len(scans)} scans need as many images and cameras, got {len(images)} and "
+                             f"{len(cameras)}")
         start = time.perf_counter()
         with self._bookkeeping_threads():
-            prepared = [self._prepare(scan, position) for position, scan in enumerate(scans)]
+            prepared = [self._prepare(scan, position, image, camera)
+                        for position, (scan, image, camera) in enumerate(zip(scans, images, cameras))]
         _sync(self.device)
         t_pre = time.perf_counter()
 
@@ -204,10 +237,13 @@ class Segmenter:
         _sync(self.device)
         t_vox = time.perf_counter()
 
-        if points.shape[0]:
+        if points.shape[0] and isinstance(self.model, FusionStudent):
+            extras = self._camera_batch(prepared)
+            logits = self.model(FusionInput(points=points, voxels=voxels, **extras)).logits.float()
+        elif points.shape[0]:
             logits = self.model(StudentInput(points=points, voxels=voxels)).logits.float()
         else:
-            logits = points.new_zeros((0, self.model.config.num_classes))
+            logits = points.new_zeros((0, len(self.classes.names)))
         _sync(self.device)
         t_net = time.perf_counter()
 
@@ -242,7 +278,8 @@ class Segmenter:
             torch.set_num_threads(previous)
 
     # ---------------------------------------------------------------------------------- stages
-    def _prepare(self, scan: Scan, position: int) -> _Prepared:
+    def _prepare(self, scan: Scan, position: int, image: np.ndarray | None = None,
+                 camera: CameraModel | None = None) -> _Prepared:
         xyz, intensity, index, num_points = _scan_arrays(scan, position)
         finite = np.isfinite(xyz).all(axis=1)
         keep = in_range_mask(xyz, self.voxel_config) & finite
@@ -260,7 +297,57 @@ class Segmenter:
         sampled = None
         if self.max_points is not None and kept.shape[0] > self.max_points:
             sampled = self._subsample(tensor[:, :3], self.max_points)
-        return _Prepared(num_points=num_points, points=tensor, message_index=message_index, sampled=sampled)
+        prepared = _Prepared(num_points=num_points, points=tensor, message_index=message_index, sampled=sampled)
+        if self.camera_input is not None and image is not None:
+            self._link_image(prepared, points[:, :3], image, camera, position)
+        return prepared
+
+    def _link_image(self, item: _Prepared, xyz: np.ndarray, image: np.ndarray, camera: CameraModel | None,
+                    position: int) -> None:
+        """Project the network's points (kept, after the cap) with `camera`; the normalised image on device."""
+        if camera is None:
+            raise ValueError(f"scan {position}: an image needs its camera (elite_ros.camera.CameraModel)")
+        rgb = np.asarray(image)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"scan {position}: image must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        if rgb.shape[:2] != (camera.height, camera.width):
+            raise ValueError(f"scan {position}: image is {rgb.shape[1]}x{rgb.shape[0]}, its camera "
+                             f"{camera.width}x{camera.height}")
+        projection = camera.project(xyz)
+        rows = torch.from_numpy(projection.index).to(self.device)
+        pixels = torch.from_numpy(projection.pixels).to(self.device)
+        if item.sampled is not None:  # rows of the sampled points (sorted) that have a pixel
+            found = torch.searchsorted(item.sampled, rows).clamp_max(item.sampled.shape[0] - 1)
+            hit = item.sampled.index_select(0, found) == rows
+            rows, pixels = found[hit], pixels[hit]
+        assert self.camera_input is not None
+        item.image = normalise_image(rgb, self.camera_input.pixel_mean, self.camera_input.pixel_std, self.device)
+        item.pixel_rows, item.pixels = rows, pixels
+
+    def _camera_batch(self, prepared: list[_Prepared]) -> dict[str, Tensor | None]:
+        """FusionInput's camera fields for the network batch (sample = scan * votes + vote): the images
+        zero-padded to a common size, which samples have one, and every vote's pixel links."""
+        with_image = [item for item in prepared if item.image is not None]
+        if not with_image:
+            return {}
+        height = max(int(item.image.shape[1]) for item in with_image)  # type: ignore[union-attr]
+        width = max(int(item.image.shape[2]) for item in with_image)  # type: ignore[union-attr]
+        votes = self.tta_votes
+        images = torch.zeros((len(prepared) * votes, 3, height, width), dtype=torch.float32, device=self.device)
+        present = torch.zeros(len(prepared) * votes, dtype=torch.bool, device=self.device)
+        rows, pixels = [], []
+        offset = 0
+        for scan_number, item in enumerate(prepared):
+            for vote in range(votes):
+                sample = scan_number * votes + vote
+                if item.image is not None and item.pixel_rows is not None and item.pixels is not None:
+                    images[sample, :, :item.image.shape[1], :item.image.shape[2]] = item.image
+                    present[sample] = True
+                    rows.append(item.pixel_rows + offset)
+                    pixels.append(item.pixels)
+                offset += item.count
+        return {"images": images, "image_present": present, "pixel_points": torch.cat(rows),
+                "pixels": torch.cat(pixels)}
 
     def _subsample(self, xyz: Tensor, cap: int) -> Tensor:
         """Deterministic (S = cap,) sorted rows: one point per 0.1 m voxel first, then seeded random."""
@@ -301,7 +388,7 @@ class Segmenter:
         results = []
         offset = 0
         for item in prepared:
-            count = item.points.shape[0] if item.sampled is None else item.sampled.shape[0]
+            count = item.count
             votes = logits[offset:offset + count * self.tta_votes].view(self.tta_votes, count, logits.shape[1])
             offset += count * self.tta_votes
             mean_logits = votes.sum(dim=0) / self.tta_votes  # argmax of sum == argmax of mean
@@ -346,6 +433,19 @@ class Segmenter:
             logits[missing[found]] = means[position[found]]
             known[missing[found]] = True
         return logits, known
+
+
+def _model_for(metadata: CheckpointMetadata, path: Path, backend: str) -> Student | FusionStudent:
+    """The network a checkpoint's metadata describe (its `model_kind` and `architecture`)."""
+    fusion = metadata.model_kind == FUSION_KIND
+    try:
+        if fusion:
+            return FusionStudent(load_dataclass(FusionConfig, metadata.architecture, path="architecture"),
+                                 sparse_backend=backend)
+        return Student(load_dataclass(StudentConfig, metadata.architecture, path="architecture"),
+                       sparse_backend=backend)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: metadata architecture: {error}") from None
 
 
 def _scan_arrays(scan: Scan, position: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
