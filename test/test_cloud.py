@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import math
+import os
 import struct
 import warnings
 from dataclasses import dataclass, replace
@@ -33,7 +34,10 @@ LUMINAR_FIELDS = {
     "laser_id": (28, cloud.UINT16),
 }
 STRUCT_CODES = {1: "b", 2: "B", 3: "h", 4: "H", 5: "i", 6: "I", 7: "f", 8: "d"}
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: examples per fuzz test; the closing run of issue 13 sets ELITE_ROS_FUZZ_EXAMPLES=20000
+FUZZ_EXAMPLES = int(os.environ.get("ELITE_ROS_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+UINT32_MAX = 2**32 - 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,15 +121,15 @@ def reference_decode(msg, intensity_names=cloud.DEFAULT_INTENSITY_FIELDS):
     xyz, intensity, index = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # float64 beyond float32 range -> inf
-        for row in range(msg.height):
-            for col in range(msg.width):
-                base = row * msg.row_step + col * msg.point_step
-                point = [np.float32(value(fields[a], base)) for a in "xyz"]
-                if all(math.isfinite(v) for v in point):
-                    xyz.append(point)
-                    index.append(row * msg.width + col)
-                    if f_int is not None:
-                        intensity.append(np.float32(value(f_int, base)))
+        for flat in range(msg.height * msg.width):  # not row by row: 2**32 - 1 empty rows are valid
+            row, col = divmod(flat, msg.width)
+            base = row * msg.row_step + col * msg.point_step
+            point = [np.float32(value(fields[a], base)) for a in "xyz"]
+            if all(math.isfinite(v) for v in point):
+                xyz.append(point)
+                index.append(flat)
+                if f_int is not None:
+                    intensity.append(np.float32(value(f_int, base)))
     xyz_arr = np.array(xyz, dtype=np.float32).reshape(-1, 3)
     intensity_arr = np.array(intensity, dtype=np.float32) if f_int is not None else None
     return xyz_arr, intensity_arr, np.array(index, dtype=np.int64)
@@ -138,10 +142,10 @@ def reference_field(msg, name):
     f = next(f for f in msg.fields if f.name == name)
     code = STRUCT_CODES[f.datatype]
     out = []
-    for row in range(msg.height):
-        for col in range(msg.width):
-            base = row * msg.row_step + col * msg.point_step + f.offset
-            out.append(struct.unpack_from(f"{order}{f.count}{code}", data, base))
+    for flat in range(msg.height * msg.width):
+        row, col = divmod(flat, msg.width)
+        base = row * msg.row_step + col * msg.point_step + f.offset
+        out.append(struct.unpack_from(f"{order}{f.count}{code}", data, base))
     return out
 
 
@@ -450,6 +454,17 @@ MALFORMED = {
     "data of no bytes": (_good(data=3.5), "holds no bytes"),
     "data values above 255": (_good(data=[300] * 48), "bytes 0..255"),
     "data of wide ints": (_good(data=np.zeros(48, np.int32)), "must hold bytes"),
+    # legal uint32 values numpy cannot lay out (a dtype's size is a C int), and duck-typed values beyond them
+    "point_step 2**31": (_good(point_step=2**31, width=0), "point_step 2147483648 is larger than"),
+    "point_step uint32 max": (_good(point_step=2**32 - 1), "point_step 4294967295 is larger than"),
+    "count 2**31": (_good(fields=[PlainField("x", 0, 7, 2**31)]), "field 'x' ends at byte 8589934592"),
+    "offset uint32 max": (_good(fields=[PlainField("x", 2**32 - 1, 7, 1)]), "field 'x' ends at byte 4294967299"),
+    "point_step beyond uint32": (_good(point_step=2**64), "point_step is 18446744073709551616, beyond the uint32"),
+    "height beyond uint32": (_good(height=2**32), "height is 4294967296, beyond the uint32"),
+    "count beyond uint32": (_good(fields=[PlainField("x", 0, 7, 2**40)]), "field 'x' count is 1099511627776"),
+    "offset beyond uint32": (_good(fields=[PlainField("x", 2**33, 7, 1)]), "field 'x' offset is 8589934592"),
+    "datatype beyond uint8": (_good(fields=[PlainField("x", 0, 263, 1)]), "field 'x' datatype is 263, beyond"),
+    "is_bigendian not a bool": (_good(is_bigendian=np.array([1, 0])), "is_bigendian must be a bool"),
 }
 
 
@@ -478,6 +493,36 @@ def test_layout_cache_never_skips_validation():
     numpy_ints = _good(fields=[PlainField("x", np.int64(0), np.uint8(7), 1), PlainField("y", 4, 7, 1),
                                PlainField("z", 8, 7, 1)])
     assert len(cloud.decode(numpy_ints)) == 3  # integer types are fine
+
+
+@pytest.mark.parametrize("header", [
+    {"point_step": 2**31, "width": 0}, {"point_step": 2**31 + 16}, {"point_step": 2**32 - 1, "row_step": 2**32 - 1},
+    {"fields": [PlainField("x", 0, 7, 2**31), PlainField("y", 4, 7, 1), PlainField("z", 8, 7, 1)]},
+    {"point_step": 2**64}, {"width": -1}, {"fields": [PlainField("x", 0, 2**8, 1)]},
+])
+def test_header_values_across_their_ros_range_are_refused_by_every_entry_point(header):
+    """Every entry point refuses them with CloudFormatError (numpy said "integer won't fit into a C int")."""
+    msg = _good(**header)
+    calls = {
+        "decode": lambda: cloud.decode(msg), "read_points": lambda: cloud.read_points(msg),
+        "with_labels": lambda: cloud.with_labels(msg, np.zeros(3, np.uint8), np.zeros(3, np.float32)),
+        "label": lambda: cloud.with_labels(msg, np.zeros(3, np.uint8), label_format="label"),
+        "visualization_cloud": lambda: cloud.visualization_cloud(msg, np.zeros(3, np.uint8)),
+        "filter_cloud": lambda: cloud.filter_cloud(msg, np.ones(3, bool)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(CloudFormatError) as info:
+            call()
+        assert "\n" not in str(info.value), name
+
+
+def test_outputs_a_point_cloud2_cannot_hold_are_refused():
+    """An empty cloud of the largest point_step numpy lays out decodes; its labelled copy would need a larger
+    point_step than a PointCloud2 can have here, so with_labels refuses it instead of building it."""
+    msg = _good(point_step=2**31 - 1, width=0, data=b"")
+    assert len(cloud.decode(msg)) == 0 and len(cloud.filter_cloud(msg, np.ones(0, bool)).data) == 0
+    with pytest.raises(CloudFormatError, match="output cloud would have point_step 2147483656"):
+        cloud.with_labels(msg, np.zeros(0, np.uint8), np.zeros(0, np.float32))
 
 
 def test_not_a_point_cloud():
@@ -770,13 +815,13 @@ def corrupted_clouds(draw):
         "truncate", "offset", "datatype", "count", "point_step", "row_step", "width", "height", "drop",
         "duplicate", "name", "bigendian", "data_type",
     ]))
-    big = st.integers(-8, 80)
+    big = st.one_of(st.integers(-8, 80), uint32_values())  # plausible, and the whole uint32 range
     if what == "truncate":
         raw = raw_bytes(msg)
         msg = replace(msg, data=container(raw[: draw(st.integers(0, max(0, len(raw) - 1)))], "bytes"))
     elif what in ("offset", "datatype", "count"):
         i = draw(st.integers(0, len(fields) - 1))
-        value = draw(st.integers(-3, 12) if what != "offset" else big)
+        value = draw({"offset": big, "count": big, "datatype": st.one_of(st.integers(-3, 12), uint8_values())}[what])
         fields[i] = replace(fields[i], **{what: value})
     elif what in ("point_step", "row_step", "width", "height"):
         msg = replace(msg, **{what: draw(big)})
@@ -813,4 +858,81 @@ def test_fuzz_corrupted_messages_decode_or_raise_cloud_format_error(msg):
         out = cloud.filter_cloud(msg, np.ones(n, bool))
         assert raw_bytes(out) == b"".join(
             raw_bytes(msg)[r * msg.row_step + c * msg.point_step:][: msg.point_step]
-            for r in range(msg.height) for c in range(msg.width))
+            for r, c in (divmod(flat, msg.width) for flat in range(n)))
+
+
+def uint32_values():
+    """Any uint32 (PointCloud2's height, width, point_step, row_step; PointField's offset, count), with its
+    edges drawn often: 2**31 - 1 / 2**31 (numpy's C int), 2**32 - 1."""
+    edges = [0, 1, 2**31 - 1, 2**31, 2**31 + 1, UINT32_MAX - 1, UINT32_MAX]
+    return st.one_of(st.integers(0, UINT32_MAX), st.sampled_from(edges), st.integers(0, 64))
+
+
+def uint8_values():
+    """Any uint8 (PointField.datatype)."""
+    return st.integers(0, 255)
+
+
+def beyond_ros_types():
+    """What a duck-typed message may carry where ROS has a uint32 / uint8: negative, past uint64, numpy
+    integers, floats, strings, None."""
+    return st.one_of(
+        st.integers(max_value=-1), st.integers(min_value=UINT32_MAX + 1, max_value=2**70),
+        st.sampled_from([np.uint64(2**64 - 1), np.int64(-1), np.uint32(UINT32_MAX), np.int8(-128)]),
+        st.floats(allow_nan=True), st.text(max_size=3), st.none(),
+    )
+
+
+@st.composite
+def full_range_headers(draw):
+    """A valid cloud whose header fields are each kept or redrawn: over the field's whole ROS type range
+    (uint32 / uint8 / bool), or, for duck-typed messages, beyond it."""
+    msg = draw(valid_clouds())
+    duck = draw(st.booleans())
+
+    def redraw(current, ros_range):
+        options = [st.just(current), ros_range] + ([beyond_ros_types()] if duck else [])
+        return draw(st.one_of(*options))
+
+    fields = [replace(f, offset=redraw(f.offset, uint32_values()), datatype=redraw(f.datatype, uint8_values()),
+                      count=redraw(f.count, uint32_values())) for f in msg.fields]
+    header = {name: redraw(getattr(msg, name), uint32_values())
+              for name in ("height", "width", "point_step", "row_step")}
+    header["is_bigendian"] = redraw(msg.is_bigendian, st.booleans())
+    return replace(msg, fields=fields, **header)
+
+
+def only_cloud_format_errors(call) -> Any:
+    """call()'s result, or None when it raised CloudFormatError (one line); any other exception fails."""
+    try:
+        return call()
+    except CloudFormatError as err:
+        assert str(err) and "\n" not in str(err)
+        return None
+
+
+@FUZZ
+@given(msg=full_range_headers(), seed=st.integers(0, 2**32 - 1))
+def test_fuzz_full_range_headers_raise_only_cloud_format_error(msg, seed):
+    """decode, read_points and the output builders on headers over the full range of their ROS types (and
+    beyond, duck-typed): a result or CloudFormatError, nothing else; a result is itself a valid cloud."""
+    scan = only_cloud_format_errors(lambda: cloud.decode(msg))
+    if scan is not None:
+        assert_valid_scan(scan, msg)
+    points = only_cloud_format_errors(lambda: cloud.read_points(msg))
+    n = 1 if points is None else len(points)  # a wrong-length argument must not matter once the header fails
+    rng = np.random.default_rng(seed)
+    ids, prob = rng.integers(0, NUM_CLASSES, n).astype(np.uint8), rng.random(n).astype(np.float32)
+    keep = rng.random(n) < 0.5
+    outputs = [
+        only_cloud_format_errors(lambda: cloud.with_labels(msg, ids, prob)),
+        only_cloud_format_errors(lambda: cloud.with_labels(msg, ids, label_format="label")),
+        only_cloud_format_errors(lambda: cloud.visualization_cloud(msg, ids)),
+        only_cloud_format_errors(lambda: cloud.filter_cloud(msg, keep)),
+    ]
+    if points is None:
+        assert all(out is None for out in outputs), "an output from a cloud read_points refuses"
+        return
+    for out in outputs:
+        if out is not None:
+            assert len(cloud.read_points(out)) <= n  # the output is a PointCloud2 the decoder accepts

@@ -26,10 +26,12 @@ from elite_ros.cloud.decoding import decode
 from elite_ros.cloud.layout import (
     DATATYPE_OF_KIND,
     FLOAT32,
+    MAX_POINT_STEP,
     POINTCLOUD2_TYPE,
     POINTFIELD_TYPE,
     UINT8,
     UINT32,
+    UINT32_MAX,
     CloudFormatError,
     FieldSpec,
     read_layout,
@@ -158,6 +160,10 @@ def _build(
     like: Any, header: Any, fields: Sequence[Any], point_step: int, height: int, width: int,
     is_bigendian: bool, is_dense: bool, data: Any,
 ) -> Any:
+    if point_step > MAX_POINT_STEP or width * point_step > UINT32_MAX:
+        raise CloudFormatError(f"the output cloud would have point_step {point_step} and row_step "
+                               f"{width * point_step}: beyond what a PointCloud2 can hold (point_step <= "
+                               f"{MAX_POINT_STEP}, row_step <= {UINT32_MAX})")
     cloud_cls = type(like) if like is not None else _default_classes()[0]
     return _new_message(
         cloud_cls, data, header=header, height=int(height), width=int(width), fields=list(fields),

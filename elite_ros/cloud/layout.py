@@ -38,6 +38,13 @@ DATATYPE_OF_KIND: dict[tuple[str, int], int] = {
 }
 
 _NATIVE_BIG = sys.byteorder == "big"
+#: largest value of PointCloud2's height, width, point_step, row_step and PointField's offset, count (uint32)
+UINT32_MAX = 2**32 - 1
+#: largest PointField datatype value (uint8)
+UINT8_MAX = 2**8 - 1
+#: largest point_step numpy can lay over a buffer: a dtype's size is a C int (numpy "integer won't fit
+#: into a C int"); legal uint32 values above it are refused rather than decoded
+MAX_POINT_STEP = 2**31 - 1
 
 
 class CloudFormatError(ValueError):
@@ -112,14 +119,31 @@ class CloudLayout:
         return self.grid(np.dtype(f"V{self.point_step}"))
 
 
-def _uint(value: Any, what: str) -> int:
+def _uint(value: Any, what: str, maximum: int = UINT32_MAX) -> int:
+    """`value` as a plain int in 0..`maximum` (its ROS type's range), else CloudFormatError naming `what`."""
     try:
         number = operator.index(value)
     except TypeError:
         raise CloudFormatError(f"{what} must be an integer, got {type(value).__name__} {value!r}") from None
     if number < 0:
         raise CloudFormatError(f"{what} must be >= 0, got {number}")
+    if number > maximum:
+        kind = "uint8" if maximum == UINT8_MAX else "uint32"
+        raise CloudFormatError(f"{what} is {number}, beyond the {kind} range of its PointCloud2 field (max {maximum})")
     return number
+
+
+def _flag(value: Any, what: str) -> bool:
+    """A bool field (is_bigendian): True / False, or an integer 0 / 1; anything else is CloudFormatError."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = -1
+    if number not in (0, 1):
+        raise CloudFormatError(f"{what} must be a bool, got {type(value).__name__} {value!r}"[:200])
+    return bool(number)
 
 
 def _field_tuples(raw_fields: Any) -> tuple[tuple[str, int, int, int], ...]:
@@ -130,8 +154,8 @@ def _field_tuples(raw_fields: Any) -> tuple[tuple[str, int, int, int], ...]:
         if not isinstance(name, str) or not name:
             raise CloudFormatError(f"PointField #{i} has an invalid name {name!r} (need a non-empty string)")
         name = str(name)  # a str subclass (numpy str_) compares equal: key on the plain str
-        out.append((name, _uint(offset, f"field '{name}' offset"), _uint(datatype, f"field '{name}' datatype"),
-                    _uint(count, f"field '{name}' count")))
+        out.append((name, _uint(offset, f"field '{name}' offset"),
+                    _uint(datatype, f"field '{name}' datatype", UINT8_MAX), _uint(count, f"field '{name}' count")))
     return tuple(out)
 
 
@@ -202,11 +226,15 @@ def read_layout(msg: Any) -> CloudLayout:
     try:
         height, width, fields = msg.height, msg.width, msg.fields
         point_step, row_step = msg.point_step, msg.row_step
-        is_bigendian, data = bool(msg.is_bigendian), msg.data
+        is_bigendian, data = msg.is_bigendian, msg.data
     except AttributeError as err:
         raise CloudFormatError(f"{type(msg).__name__} is not a PointCloud2: no attribute '{err.name}'") from None
+    is_bigendian = _flag(is_bigendian, "is_bigendian")
     height, width = _uint(height, "height"), _uint(width, "width")
     point_step, row_step = _uint(point_step, "point_step"), _uint(row_step, "row_step")
+    if point_step > MAX_POINT_STEP:
+        raise CloudFormatError(f"point_step {point_step} is larger than the {MAX_POINT_STEP} bytes a point "
+                               f"can have here")
     try:
         raw_fields = tuple([(f.name, f.offset, f.datatype, f.count) for f in fields])
     except AttributeError as err:
