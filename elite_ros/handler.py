@@ -50,6 +50,7 @@ from elite_ros.params import ParameterError, SegmentParams
 if TYPE_CHECKING:
     import torch
 
+    from elite_ros.camera import CameraModel
     from elite_ros.segmenter import Prediction
 
 OUTPUTS = ("segmentation", "visualization", "filtered")
@@ -101,8 +102,9 @@ class ScanSegmenter(Protocol):
     @property
     def trained(self) -> bool: ...
 
-    def predict(self, scan: Scan) -> Prediction:
-        """A class id and probability for every message point of `scan`, with timings (ms)."""
+    def predict(self, scan: Scan, image: np.ndarray | None = None, camera: CameraModel | None = None) -> Prediction:
+        """A class id and probability for every message point of `scan`, with timings (ms); a fusion model
+        also reads `image` through `camera` (the handler passes them only when there is an image)."""
         ...
 
 
@@ -200,8 +202,15 @@ class SegmentationHandler:
                 return AUTO_INTENSITY_MAX.get(by_name[name], 1.0)
         return 1.0
 
-    def process(self, msg: Any, outputs: Collection[str] = OUTPUTS) -> HandlerResult:
-        """Segment one message and build the requested `outputs` (names from OUTPUTS).
+    @property
+    def uses_camera(self) -> bool:
+        """True when the model is a fusion model (it reads camera images; `process(image=, camera=)`)."""
+        return getattr(self.segmenter, "camera_input", None) is not None
+
+    def process(self, msg: Any, outputs: Collection[str] = OUTPUTS, *, image: np.ndarray | None = None,
+                camera: CameraModel | None = None) -> HandlerResult:
+        """Segment one message and build the requested `outputs` (names from OUTPUTS). A fusion model reads
+        `image` ((H, W, 3) uint8 RGB, its `camera`), when given, and otherwise runs on its imputation path.
 
         Never raises for bad input: a malformed cloud gives `ok == False` with the reason and counts as
         rejected; a segmentation failure counts as failed. Raises ParameterError (counted as failed) when
@@ -221,9 +230,14 @@ class SegmentationHandler:
             scan = self.prepare(msg)
         except CloudFormatError as error:
             return self._skip(header, f"malformed PointCloud2: {error}", rejected=True)
+        except Exception as error:  # noqa: BLE001 - a message the decoder did not foresee: refused, counted
+            return self._skip(header, f"malformed PointCloud2: {type(error).__name__}: {error}", rejected=True)
         decoded = time.perf_counter()
         try:
-            prediction = self.segmenter.predict(scan)
+            if image is not None and self.uses_camera:
+                prediction = self.segmenter.predict(scan, image, camera)
+            else:
+                prediction = self.segmenter.predict(scan)
             predicted = time.perf_counter()
             built = self._outputs(msg, prediction.class_id, prediction.probability, outputs)
         except CloudFormatError as error:
@@ -246,7 +260,10 @@ class SegmentationHandler:
     def _refuse_overwrite(self, msg: Any) -> None:
         """Raise ParameterError (counted as failed) when the segmentation would replace an input field."""
         p = self.params
-        names = {getattr(f, "name", None) for f in getattr(msg, "fields", ())}
+        try:
+            names = {getattr(f, "name", None) for f in getattr(msg, "fields", ())}
+        except TypeError:  # fields is no list of fields (unhashable names, not iterable): prepare refuses it
+            return
         label = LABEL_FIELD if p.label_format == "label" else CLASS_ID_FIELD
         if label in names:
             other = CLASS_ID_FIELD if label == LABEL_FIELD else LABEL_FIELD
@@ -280,6 +297,11 @@ class SegmentationHandler:
                 keep &= class_id != 0
             built["filtered"] = filter_cloud(msg, keep)
         return built
+
+    def record_failure(self, header: Any, reason: str) -> HandlerResult:
+        """Count a message that failed outside `process` (e.g. while the node published its outputs) as failed,
+        with its reason as `last_error`."""
+        return self._skip(header, reason, rejected=False)
 
     def _skip(self, header: Any, reason: str, *, rejected: bool) -> HandlerResult:
         if rejected:

@@ -17,7 +17,15 @@ Topics (relative to the node; remap with the launch file):
 - ``/diagnostics`` diagnostic_msgs/DiagnosticArray once a second, from a timer in its own callback group
   (`main` spins a MultiThreadedExecutor, so a report is never held up by a scan): OK, or WARN on stale
   input, sustained overruns of ``latency_budget_ms``, refused clouds or a late report
-  (`elite_ros.diagnostics`); counts of processed / rejected / failed / skipped scans.
+  (`elite_ros.diagnostics`); counts of processed / rejected / failed / skipped scans, and for a fusion
+  checkpoint of scans with and without an image and of late images.
+- camera (fusion checkpoints only, docs/reference.md §14; ``camera.image_topic`` set): sensor_msgs/Image
+  and its CameraInfo (``camera.info_topic``), sensor-data QoS, in the diagnostics' callback group (short
+  callbacks, decoded and kept by `elite_ros.camera_feed.CameraFeed`); the LiDAR -> camera transform is
+  ``camera.extrinsic`` or, when that is empty and tf2_ros is importable, TF (cloud frame -> image frame).
+  Each scan takes the image nearest to its stamp within ``camera.sync_tolerance_ms``; a scan whose image
+  is late, missing or stale runs at once on the imputation path, never dropped or held back. A LiDAR-only
+  checkpoint ignores the camera parameters.
 
 Parameters: see config/segment.param.yaml and schema/segment.param.schema.json (declared read-only, typed,
 with ranges and descriptions). An invalid value, or a key the node does not have (a typo like `max_rang`),
@@ -42,9 +50,10 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64
 
+from elite_ros.camera_feed import CameraFeed, stamp_ns
 from elite_ros.cpu_threads import prepare_openmp, resolve_threads
 from elite_ros.diagnostics import WARN, HealthMonitor, resolve_budget_ms
 from elite_ros.handler import OUTPUTS, PROCESSING_STAGES, SegmentationHandler
@@ -66,8 +75,9 @@ DIAGNOSTICS_PERIOD_S = 1.0
 #: reliable outputs keep this many clouds for repairs: with 1, a 2-4 MB cloud whose fragments are still
 #: being repaired when the next is published is lost (benchmarks/live.py, README "Large clouds")
 OUTPUT_DEPTH = 5
-#: executor threads: scans in one callback group, diagnostics and debug timers in the other
+#: executor threads: scans in one callback group, diagnostics and debug timers (and camera messages) in the other
 EXECUTOR_THREADS = 2
+CAMERA_DEPTH = 5  # camera images queued per subscription (the feed keeps its own buffer of decoded ones)
 
 
 def input_qos() -> QoSProfile:
@@ -94,11 +104,15 @@ _SCHEMA_TYPES = {
 }
 
 
+def _numbers(prop: dict[str, Any]) -> bool:
+    """An array of numbers (e.g. camera.extrinsic), not of names."""
+    return prop["type"] == "array" and prop.get("items", {}).get("type") == "number"
+
+
 def parameter_descriptor(name: str, prop: dict[str, Any]) -> ParameterDescriptor:
     """A read-only ParameterDescriptor (type, description, range, constraints) from a schema property."""
-    descriptor = ParameterDescriptor(
-        name=name, type=_SCHEMA_TYPES[prop["type"]], description=prop["description"], read_only=True,
-    )
+    kind = ParameterType.PARAMETER_DOUBLE_ARRAY if _numbers(prop) else _SCHEMA_TYPES[prop["type"]]
+    descriptor = ParameterDescriptor(name=name, type=kind, description=prop["description"], read_only=True)
     constraints = []
     if "enum" in prop:
         constraints.append("one of: " + ", ".join(map(str, prop["enum"])))
@@ -142,7 +156,7 @@ def declare_segment_parameters(node: Node) -> SegmentParams:
         if prop["type"] == "array" and value is None:  # `[]` in a params file arrives untyped (NOT_SET)
             value = []
         if prop["type"] == "array" and (isinstance(value, (list, tuple)) or type(value).__name__ == "array"):
-            value = list(value)
+            value = [float(v) for v in value] if _numbers(prop) else list(value)
         values[name] = value
     return SegmentParams.from_dict(values)
 
@@ -183,6 +197,7 @@ class SegmentNode(Node):
         else:
             self.handler = SegmentationHandler(segmenter, self.params)
         self.skipped_no_subscriber = 0
+        self._cloud_frame = ""  # the LiDAR frame (for a TF lookup of the camera's extrinsic)
         self._last_processed_ns: int | None = None
         self._hardware_id = str(getattr(self.handler.segmenter, "device", self.params.device))
         device_type = getattr(getattr(self.handler.segmenter, "device", None), "type", "cpu")
@@ -190,6 +205,7 @@ class SegmentNode(Node):
         self.health = HealthMonitor(budget_ms=self.latency_budget_ms, stale_input_s=self.params.stale_input_s,
                                     period_s=DIAGNOSTICS_PERIOD_S, now_s=time.monotonic())
         self._reject_log = RejectLog()
+        self.camera_feed = self._subscribe_camera()
         self.get_logger().info(
             f"segmenting {self._input.topic_name} -> {', '.join(p.topic_name for p in self._outputs.values())} "
             f"on {self._hardware_id}, checkpoint {self.params.checkpoint or '(bundled default)'} with "
@@ -202,6 +218,72 @@ class SegmentNode(Node):
             self.get_logger().info(hint)
         self.get_logger().info(f"{resolve_threads(self.params.threads)} CPU thread(s); latency budget "
                                f"{self.latency_budget_ms:g} ms, stale input after {self.params.stale_input_s:g} s")
+
+    def _subscribe_camera(self) -> CameraFeed | None:
+        """The camera subscriptions and their feed, for a fusion checkpoint with ``camera.image_topic``."""
+        camera = self.params.camera
+        if not self.handler.uses_camera:
+            if camera.enabled:
+                self.get_logger().info("camera.* ignored: the checkpoint is LiDAR-only")
+            return None
+        if not camera.enabled:
+            self.get_logger().info("fusion checkpoint without camera.image_topic: every scan runs on the "
+                                   "imputation path")
+            return None
+        feed = CameraFeed(int(camera.sync_tolerance_ms * 1e6), camera.lidar_to_camera())
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=CAMERA_DEPTH,
+                         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+        self._image_sub = self.create_subscription(Image, camera.image_topic, self._on_image, qos,
+                                                   callback_group=self._timer_group)
+        self._info_sub = self.create_subscription(CameraInfo, camera.camera_info_topic, feed.set_camera_info, qos,
+                                                  callback_group=self._timer_group)
+        self._tf_buffer = None
+        if not feed.has_extrinsic:
+            try:  # not on PyPI: only in a ROS installation
+                import tf2_ros
+            except ImportError:
+                self.get_logger().warning("camera.extrinsic is empty and tf2_ros is not importable: no image can "
+                                          "be used until a LiDAR -> camera transform is known")
+            else:
+                self._tf_buffer = tf2_ros.Buffer()
+                self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+        self.get_logger().info(f"camera: {self._image_sub.topic_name} + {self._info_sub.topic_name}, pairing "
+                               f"within {camera.sync_tolerance_ms:g} ms")
+        return feed
+
+    def _on_image(self, msg: Image) -> None:
+        feed = self.camera_feed
+        if feed is None:
+            return
+        try:
+            feed.add_image_msg(msg)
+        except ValueError as error:  # an encoding we cannot read: the scans run without it
+            line = self._reject_log.line(f"image refused: {error}", topic=self._image_sub.topic_name,
+                                         stamp=format_stamp(msg.header.stamp.sec, msg.header.stamp.nanosec),
+                                         now_s=time.monotonic())
+            if line is not None:
+                self.get_logger().warning(line)
+        if not feed.has_extrinsic and self._tf_buffer is not None and self._cloud_frame:
+            self._extrinsic_from_tf(msg.header.frame_id)
+
+    def _extrinsic_from_tf(self, image_frame: str) -> None:
+        """The LiDAR -> camera transform from TF (tf2_ros), once both frames are known."""
+        from elite_ros.transforms import transform_from_msg
+
+        assert self._tf_buffer is not None and self.camera_feed is not None
+        try:
+            stamped = self._tf_buffer.lookup_transform(image_frame, self._cloud_frame, rclpy.time.Time())
+        except Exception:  # noqa: BLE001 - tf2's lookup errors: not there yet, try with the next image
+            return
+        self.camera_feed.set_extrinsic(transform_from_msg(stamped).matrix)
+
+    def _camera_for(self, msg: PointCloud2) -> tuple[Any, Any]:
+        """(image, camera) for a scan, or (None, None): the imputation path."""
+        feed = self.camera_feed
+        if feed is None:
+            return None, None
+        self._cloud_frame = msg.header.frame_id
+        return feed.match(stamp_ns(msg.header))
 
     @property
     def output_topics(self) -> dict[str, str]:
@@ -216,8 +298,9 @@ class SegmentNode(Node):
             self.skipped_no_subscriber += 1
             return
         self.health.scan_started(now_s)
+        image, camera = self._camera_for(msg)
         try:
-            result = self.handler.process(msg, wanted)
+            result = self.handler.process(msg, wanted, image=image, camera=camera)
         except ParameterError as error:  # e.g. label_format would overwrite the input's `label` field
             self._refused(msg, str(error), configuration=True)
             return
@@ -267,6 +350,11 @@ class SegmentNode(Node):
             "weights": "trained" if self.handler.trained else "UNTRAINED",
             "last_error": self.handler.last_error or "",
         }
+        if self.camera_feed is not None:
+            camera = self.camera_feed.counters
+            values.update({"scans_with_image": camera.with_image, "scans_without_image": camera.without_image,
+                           "images": camera.images, "late_images": camera.late_images,
+                           "last_without_image": self.camera_feed.last_reason})
         return DiagnosticStatus(
             level=DiagnosticStatus.WARN if report.level == WARN else DiagnosticStatus.OK,
             name=f"{self.get_name()}: lidar segmentation", message=report.message,

@@ -5,6 +5,10 @@ values, default, meaning); `config/segment.param.yaml` holds the shipped values 
 format (``/**: ros__parameters: ...``). The rclpy node (`elite_ros.node`) builds its ParameterDescriptors
 from the same schema, and `elite-ros segment` reads the same YAML, so a car and a bag replay run with the
 same settings. No ROS import here.
+
+Grouped parameters use ROS's dotted names (``camera.image_topic``; a params file may also nest them as
+``camera: {image_topic: ...}``); `SegmentParams` holds them as a nested dataclass (`CameraParams`), and
+`to_dict` / `from_dict` speak the flat dotted names the schema and the node use.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import difflib
 import json
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ import yaml
 from elite_ros.cloud import DEFAULT_INTENSITY_FIELDS  # tried in order when `intensity_field` is empty
 from elite_ros.config_loader import ConfigError, dump_dataclass, load_dataclass
 from elite_ros.labels import ClassTable
+from elite_ros.transforms import nearest_rotation
 
 PACKAGE = "elite_ros"
 SCHEMA_FILE = ("schema", "segment.param.schema.json")
@@ -33,6 +38,8 @@ WILDCARD_NODE = "/**"
 NO_INTENSITY = "none"
 #: JSON-schema type -> the ROS parameter type shown in the README table
 PARAMETER_TYPE_NAMES = {"number": "double", "integer": "int", "boolean": "bool", "array": "string[]"}
+EXTRINSIC_VALUES = 12  # camera.extrinsic: a row-major 3 x 4 [R | t] (KITTI calib.txt's Tr layout)
+IMAGE_SYNC_TOLERANCE_MS = 50.0  # ref §14 (ours): half a 10 Hz LiDAR period, as the training bags pair images
 
 
 class ParameterError(ValueError):
@@ -42,6 +49,42 @@ class ParameterError(ValueError):
         self.name = name
         self.reason = reason
         super().__init__(f"invalid parameter '{name}': {reason}")
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    """The optional camera of a fusion checkpoint (docs/reference.md §14): the ``camera.*`` parameters.
+
+    image_topic: sensor_msgs/Image topic; "" = no camera (LiDAR only; a fusion model then always runs on its
+    imputation path). info_topic: its sensor_msgs/CameraInfo; "" = ``camera_info`` beside the image topic.
+    extrinsic: LiDAR -> camera optical frame, row-major 3 x 4 [R | t] (metres), 12 values; () = from TF
+    (a bag's /tf_static; the node needs tf2_ros for it). sync_tolerance_ms: largest |scan stamp - image
+    stamp| for a pair; a scan without an image that close runs on the imputation path.
+    """
+
+    image_topic: str = ""
+    info_topic: str = ""
+    extrinsic: tuple[float, ...] = ()
+    sync_tolerance_ms: float = IMAGE_SYNC_TOLERANCE_MS
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.image_topic.strip())
+
+    @property
+    def camera_info_topic(self) -> str:
+        """`info_topic`, else ``camera_info`` beside the image topic (image_transport's convention)."""
+        if self.info_topic.strip() or not self.enabled:
+            return self.info_topic.strip()
+        return self.image_topic.strip().rsplit("/", 1)[0] + "/camera_info"
+
+    def lidar_to_camera(self) -> np.ndarray | None:
+        """(4, 4) LiDAR -> optical-frame transform from `extrinsic`, or None when it is empty."""
+        if not self.extrinsic:
+            return None
+        matrix = np.eye(4)
+        matrix[:3, :] = np.asarray(self.extrinsic, dtype=np.float64).reshape(3, 4)
+        return matrix
 
 
 @dataclass(frozen=True)
@@ -66,6 +109,7 @@ class SegmentParams:
     stale_input_s: float = 1.0  # seconds
     filtered_keep_unlabelled: bool = True
     filtered_classes: tuple[str, ...] = ("road", "parking", "sidewalk", "other-ground", "terrain")
+    camera: CameraParams = field(default_factory=CameraParams)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, base: SegmentParams | None = None) -> SegmentParams:
@@ -74,16 +118,16 @@ class SegmentParams:
         Raises ParameterError naming the first invalid or unknown parameter.
         """
         merged = (base or cls()).to_dict()
-        merged.update(dict(values))
+        merged.update(flatten(values))
         validate(merged)
         try:
-            return load_dataclass(cls, merged)
+            return load_dataclass(cls, nest(merged))
         except ConfigError as error:  # the schema said yes but the type did not fit: name the parameter
             raise ParameterError(error.path.split("[")[0] or "parameters", error.reason) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (lists instead of tuples), as they appear in the params file."""
-        return dump_dataclass(self)
+        """Plain values (lists instead of tuples) by their (dotted) parameter names, as the node declares them."""
+        return flatten(dump_dataclass(self))
 
     def replace(self, **changes: Any) -> SegmentParams:
         """A validated copy with some values changed."""
@@ -107,6 +151,29 @@ class SegmentParams:
             return classes.ids_of(self.filtered_classes)
         except KeyError as error:
             raise ParameterError("filtered_classes", f"{error.args[0]} (name some of them, or none: [])") from None
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> dotted names (``{"camera": {"image_topic": x}}`` -> ``{"camera.image_topic": x}``)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted names -> nested mappings (the inverse of `flatten`)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        *sections, name = key.split(".")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
+    return out
 
 
 def find_share_file(kind: str, name: str) -> Path:
@@ -148,12 +215,16 @@ def markdown_table() -> str:
     rows = ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for name, prop in parameter_schema().items():
         kind = PARAMETER_TYPE_NAMES.get(prop["type"], "string")
+        if prop["type"] == "array" and prop["items"]["type"] == "number":
+            kind = "double[]"
         if "minimum" in prop:
             allowed = f"{prop['minimum']} .. {prop['maximum']}"
         elif "enum" in prop:
             allowed = " \\| ".join(f"`{v}`" for v in prop["enum"])
         elif "pattern" in prop:
             allowed = f"`{prop['pattern']}`".replace("|", "\\|")
+        elif prop["type"] == "array" and prop["items"]["type"] == "number":
+            allowed = f"{prop['maxItems']} numbers, or none"
         elif prop["type"] == "array":
             allowed = "class names"
         else:
@@ -193,6 +264,15 @@ def validate(values: Mapping[str, Any]) -> None:
         raise ParameterError(name, reason)
     if values["min_range"] >= values["max_range"]:
         raise ParameterError("min_range", f"{values['min_range']} must be below max_range ({values['max_range']})")
+    extrinsic = list(values["camera.extrinsic"])
+    if extrinsic:
+        if len(extrinsic) != EXTRINSIC_VALUES:
+            raise ParameterError("camera.extrinsic", f"needs {EXTRINSIC_VALUES} values (row-major 3 x 4 [R | t]) or "
+                                                     f"none, got {len(extrinsic)}")
+        try:
+            nearest_rotation(np.asarray(extrinsic, dtype=np.float64).reshape(3, 4)[:, :3])
+        except ValueError as error:
+            raise ParameterError("camera.extrinsic", f"its 3 x 3 part is {error}") from None
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:

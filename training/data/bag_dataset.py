@@ -24,6 +24,7 @@ from rosbags.rosbag2 import Reader as Rosbag2Reader
 
 from elite_ros.bag import TYPESTORE, detect_format, iter_messages
 from elite_ros.camera import image_to_rgb, projection_from  # re-exported: the runtime's, one home
+from elite_ros.camera_feed import stamp_ns  # re-exported: the runtime's
 from elite_ros.cloud import decode, read_points
 from elite_ros_training.data.frame import Frame
 from elite_ros_training.data.semantickitti import PSEUDO_LABEL_DIR, load_pseudo_labels
@@ -36,11 +37,6 @@ TF_STATIC_TOPIC = "/tf_static"
 SYNC_TOLERANCE_NS = 50_000_000  # 50 ms: pair an image with a cloud only if this close in time
 LABEL_FIELD = "label"  # UINT32 raw SemanticKITTI value per point (PCL PointXYZL convention)
 PSEUDO_LABEL_SUFFIX = f".{PSEUDO_LABEL_DIR}"  # SAM-PLG maps of a bag: <bag>.image_2_labels/<frame id>.npz
-
-
-def stamp_ns(header) -> int:
-    """A ROS 2 `Header` (`stamp.sec`, `stamp.nanosec`) -> integer nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def nearest_within(query: np.ndarray, stamps: np.ndarray, tolerance: int) -> np.ndarray:
