@@ -173,7 +173,7 @@ class SegmentNode(Node):
         self._timer_group = MutuallyExclusiveCallbackGroup()  # diagnostics run beside a scan
         qos_overrides = QoSOverridingOptions.with_default_policies()
         self._input = self.create_subscription(
-            PointCloud2, INPUT_TOPIC, self._on_cloud, input_qos(), qos_overriding_options=qos_overrides,
+            PointCloud2, INPUT_TOPIC, self._on_cloud_guarded, input_qos(), qos_overriding_options=qos_overrides,
             callback_group=self._cloud_group,
         )
         outputs = [o for o in OUTPUTS if o != "visualization" or self.params.publish_rgb]
@@ -289,6 +289,16 @@ class SegmentNode(Node):
     def output_topics(self) -> dict[str, str]:
         """output name -> resolved topic name."""
         return {name: pub.topic_name for name, pub in self._outputs.items()}
+
+    def _on_cloud_guarded(self, msg: PointCloud2) -> None:
+        """The input callback: `_on_cloud`, with any exception turned into a counted (failed), logged refusal,
+        so that no single message can stop the executor."""
+        try:
+            self._on_cloud(msg)
+        except Exception as error:  # noqa: BLE001 - the node keeps serving; the reason is counted and logged
+            reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}"
+            self.handler.record_failure(getattr(msg, "header", None), reason)
+            self._refused(msg, reason)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         now_s = time.monotonic()

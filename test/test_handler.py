@@ -181,6 +181,25 @@ def test_malformed_empty_and_nan_clouds(segmenter, luminar):
         handler.process(empty, ["segmentation", "everything"])
 
 
+def test_no_message_makes_process_raise(segmenter, monkeypatch):
+    """Headers over the full range of their ROS types, fields that are no list, and a decoder failure nobody
+    foresaw are refused, counted as rejected and reported; `process` never raises for a message."""
+    handler = SegmentationHandler(segmenter)
+    xyz = np.ones(3, np.float32)
+    good = make_cloud({"x": xyz, "y": xyz, "z": xyz}, header_of())
+    counted = dataclasses.replace(good.fields[2], count=2**31)
+    messages = [dataclasses.replace(good, point_step=2**31), dataclasses.replace(good, point_step=2**32 - 1),
+                dataclasses.replace(good, fields=[*good.fields[:2], counted]), dataclasses.replace(good, width=2**40),
+                dataclasses.replace(good, fields=7)]
+    for msg in messages:
+        result = handler.process(msg)
+        assert not result.ok and result.error.startswith("malformed PointCloud2: ") and "\n" not in result.error
+    monkeypatch.setattr("elite_ros.handler.decode", lambda *args, **kwargs: 1 / 0)
+    assert "ZeroDivisionError" in handler.process(good).error
+    assert handler.counters.rejected == len(messages) + 1 and handler.counters.processed == 0
+    assert handler.counters.received == len(messages) + 1
+
+
 def test_precision_hint_only_for_fp32_on_a_cpu_with_native_bf16(segmenter, monkeypatch):
     from elite_ros import device as device_module
 

@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
 
 from elite_ros.bag import TYPESTORE, iter_messages  # noqa: E402
@@ -255,6 +255,46 @@ def test_malformed_cloud_counted_and_next_served(setup, luminar_clouds):
     assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
     assert stamp_ns(tester.received["out/segmentation"][0].header) == stamp_ns(good.header)
     assert node.handler.counters.processed == 1 and node.handler.counters.rejected == 1
+
+
+def test_header_edges_over_dds_are_counted_rejections(setup, luminar_clouds):
+    """uint32 header values numpy cannot lay out (point_step, count >= 2**31) arrive over DDS as they are:
+    each is one counted rejection, and the next cloud is served."""
+    executor, node, tester = setup()
+    good = luminar_clouds[2]
+    wide = PointCloud2(header=good.header, height=1, width=0, fields=good.fields, point_step=2**31, row_step=0)
+    counted = PointCloud2(header=good.header, height=good.height, width=good.width, point_step=good.point_step,
+                          row_step=good.row_step, data=good.data, fields=[*good.fields[:-1], PointField(
+                              name=good.fields[-1].name, offset=good.fields[-1].offset,
+                              datatype=good.fields[-1].datatype, count=2**32 - 1)])
+    for i, bad in enumerate((wide, counted)):
+        tester.pub.publish(bad)
+        assert spin_until(executor, lambda i=i: node.handler.counters.rejected == i + 1), node.handler.counters
+    tester.pub.publish(good)
+    assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
+    assert node.handler.counters.processed == 1 and "beyond" not in node.handler.last_error
+
+
+def test_an_exception_in_the_callback_is_a_counted_refusal(setup, luminar_clouds, monkeypatch, capfd):
+    """Whatever one message makes the callback raise is counted (failed) and logged; the node keeps serving."""
+    executor, node, tester = setup()
+    process = node.handler.process
+    calls = []
+
+    def failing_once(msg, outputs, **kwargs):
+        calls.append(msg)
+        if len(calls) == 1:
+            raise RuntimeError("boom in the glue")
+        return process(msg, outputs, **kwargs)
+
+    monkeypatch.setattr(node.handler, "process", failing_once)
+    tester.pub.publish(luminar_clouds[0])
+    assert spin_until(executor, lambda: node.handler.counters.failed == 1)
+    assert node.handler.last_error == "unexpected RuntimeError: boom in the glue"
+    tester.pub.publish(luminar_clouds[1])
+    assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
+    assert stamp_ns(tester.received["out/segmentation"][0].header) == stamp_ns(luminar_clouds[1].header)
+    assert "unexpected RuntimeError: boom in the glue" in capfd.readouterr().err
 
 
 def test_no_work_without_subscribers(setup, luminar_clouds):
