@@ -11,6 +11,12 @@ Inputs (never modified, only read):
 Output: a rosbag2 (mcap by default) with, per segmented topic T, ``T/segmentation`` (and on request
 ``T/visualization`` and ``T/filtered``) at the input messages' own record timestamps, headers unchanged;
 with `keep_other_topics`, every other topic copied as is. Written atomically by `bag.BagWriter`.
+
+Camera (a fusion checkpoint, docs/reference.md §14; `CameraTopics`): the bag's images, CameraInfo and
+static TF (as `elite-ros-train convert` writes KITTI's) go through `camera_feed.CameraFeed` as in the node,
+except that a cloud waits until the recording has passed its record time by the pairing tolerance, so an
+image recorded just after its cloud still pairs with it; a cloud without an image runs on the imputation
+path.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import contextlib
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from elite_ros.bag import TYPESTORE, BagMessage, BagWriter, bag_info, iter_messages
+from elite_ros.camera_feed import CameraFeed, stamp_ns
 from elite_ros.cloud import POINTCLOUD2_TYPE, decode, make_cloud
 from elite_ros.evaluate import Evaluation, latency_stats
 from elite_ros.handler import OUTPUTS, SegmentationHandler
@@ -37,6 +45,10 @@ KITTI_FRAME = "velodyne"
 KITTI_PERIOD_NS = 100_000_000  # 10 Hz HDL-64E, used when times.txt is absent
 MAX_REPORTED_ERRORS = 5  # skipped-message lines printed during a replay
 MAX_STORED_ERRORS = 20  # skipped-message lines kept in ReplaySummary.errors (the counters count them all)
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+TF_STATIC_TOPIC = "/tf_static"
 
 
 class ReplayError(ValueError):
@@ -151,6 +163,89 @@ class Recording:
         return iter_messages(self.path, topics=None if topics is None else list(topics))
 
 
+@dataclass(frozen=True)
+class CameraTopics:
+    """Where a recording's camera is: image and CameraInfo topics, the static TF topic (None = none), and the
+    pairing tolerance (ns); `extrinsic` (4, 4) LiDAR -> optical frame, None = from the TF topic."""
+
+    image: str
+    info: str
+    tf: str | None
+    tolerance_ns: int
+    extrinsic: Any = None
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.image, self.info] + ([self.tf] if self.tf else [])
+
+
+def find_camera_topics(recording: Recording, camera: Any) -> CameraTopics | None:
+    """The camera of `recording` for a fusion model: `camera` (a `params.CameraParams`) names the topics, else
+    the recording's only Image topic and its CameraInfo (``camera_info`` beside it, else the only one);
+    /tf_static gives the extrinsic unless ``camera.extrinsic`` does. None when the recording has no image.
+    ReplayError when the choice is ambiguous or a named topic is missing."""
+    of_type = {kind: [t for t, (msgtype, _) in recording.topics.items() if msgtype == kind]
+               for kind in (IMAGE_TYPE, CAMERA_INFO_TYPE, TF_TYPE)}
+    image = camera.image_topic.strip()
+    if not image:
+        if not of_type[IMAGE_TYPE]:
+            return None
+        if len(of_type[IMAGE_TYPE]) > 1:
+            raise ReplayError(f"{recording.path}: several Image topics ({', '.join(of_type[IMAGE_TYPE])}): name one "
+                              f"with -p camera.image_topic=TOPIC, or --no-camera")
+        image = of_type[IMAGE_TYPE][0]
+    info = camera.info_topic.strip() or image.rsplit("/", 1)[0] + "/camera_info"
+    if info not in recording.topics and not camera.info_topic.strip() and len(of_type[CAMERA_INFO_TYPE]) == 1:
+        info = of_type[CAMERA_INFO_TYPE][0]
+    for topic, kind in ((image, IMAGE_TYPE), (info, CAMERA_INFO_TYPE)):
+        if recording.topics.get(topic, ("",))[0] != kind:
+            raise ReplayError(f"{recording.path}: no {kind} topic {topic!r} (set -p camera.image_topic / "
+                              f"camera.info_topic, or --no-camera)")
+    extrinsic = camera.lidar_to_camera()
+    tf = TF_STATIC_TOPIC if extrinsic is None and TF_STATIC_TOPIC in of_type[TF_TYPE] else None
+    if extrinsic is None and tf is None:
+        raise ReplayError(f"{recording.path}: no {TF_STATIC_TOPIC} for the LiDAR -> camera transform: set "
+                          f"-p camera.extrinsic=[12 numbers], or --no-camera")
+    return CameraTopics(image, info, tf, int(camera.sync_tolerance_ms * 1e6), extrinsic)
+
+
+class _CameraReplay:
+    """A recording's camera messages into a `CameraFeed`; the extrinsic from its static TF when needed."""
+
+    def __init__(self, topics: CameraTopics, log: Any) -> None:
+        from elite_ros.transforms import TransformTree
+
+        self.topics = topics
+        self.feed = CameraFeed(topics.tolerance_ns, topics.extrinsic)
+        self.tree = TransformTree()
+        self.image_frame = ""
+        self.log = log
+        self.refused = 0
+
+    def add(self, message: BagMessage) -> None:
+        from elite_ros.transforms import transform_from_msg
+
+        if message.topic == self.topics.image:
+            self.image_frame = self.image_frame or message.msg.header.frame_id
+            try:
+                self.feed.add_image_msg(message.msg)
+            except ValueError as error:
+                self.refused += 1
+                if self.refused == 1:
+                    self.log(f"image refused ({message.topic} @ {message.timestamp}): {error}")
+        elif message.topic == self.topics.info:
+            self.feed.set_camera_info(message.msg)
+        else:
+            for transform in message.msg.transforms:
+                self.tree.add(transform_from_msg(transform))
+
+    def match(self, cloud: BagMessage) -> tuple[Any, Any]:
+        if not self.feed.has_extrinsic and self.image_frame:
+            with contextlib.suppress(LookupError):
+                self.feed.set_extrinsic(self.tree.lookup(self.image_frame, cloud.msg.header.frame_id))
+        return self.feed.match(stamp_ns(cloud.msg.header))
+
+
 # ------------------------------------------------------------------------------------------- replay
 @dataclass
 class ReplaySummary:
@@ -167,6 +262,9 @@ class ReplaySummary:
     latencies_ms: list[float] = field(default_factory=list, repr=False)  # per-frame handler totals
     output: Path | None = None
     topics: dict[str, list[str]] = field(default_factory=dict)  # input topic -> output topics
+    camera: str | None = None  # the image topic used (fusion checkpoints)
+    with_image: int = 0  # frames segmented with an image
+    without_image: int = 0  # frames on the imputation path (camera used, but no image within the tolerance)
 
     @property
     def hz(self) -> float:
@@ -183,13 +281,16 @@ class ReplaySummary:
             parts.append(f"{self.rejected} rejected (malformed), {self.failed} failed")
         if self.copied:
             parts.append(f"{self.copied} other messages copied")
+        if self.camera is not None:
+            parts.append(f"camera {self.camera}: {self.with_image} with an image, {self.without_image} without")
         line = ", ".join(parts)
         return line + (f"\nwrote {self.output}" if self.output else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "points": self.points, "hz": self.hz, "wall_s": self.wall_s,
                 "rejected": self.rejected, "failed": self.failed, "copied": self.copied,
-                "latency": self.latency, "output": str(self.output) if self.output else None, "topics": self.topics}
+                "latency": self.latency, "output": str(self.output) if self.output else None, "topics": self.topics,
+                "camera": self.camera, "with_image": self.with_image, "without_image": self.without_image}
 
 
 def output_topic(input_topic: str, output: str) -> str:
@@ -210,6 +311,7 @@ def replay(
     ground_truth: Any = None,
     progress: bool = True,
     log: Any = print,
+    camera: CameraTopics | None = None,
 ) -> ReplaySummary:
     """Run every cloud of `topics` (default: all PointCloud2 topics) through `handler`.
 
@@ -217,7 +319,8 @@ def replay(
     lies inside the input. outputs: which clouds to write per topic (OUTPUTS names). evaluation: when given,
     each frame's timings, and with `ground_truth` (callable msg -> (num_points,) training ids or None) its
     labels (and, for the bird's-eye view, its points on demand), are accumulated into it. Malformed clouds
-    are skipped and counted (first few reported via `log`).
+    are skipped and counted (first few reported via `log`). camera: the recording's camera for a fusion
+    checkpoint (`find_camera_topics`; None = every frame on the imputation path).
     """
     outputs = [o for o in OUTPUTS if o in set(outputs)]
     selected = recording.select(topics)
@@ -230,20 +333,21 @@ def replay(
     total = sum(recording.topics[t][1] for t in selected)
     if keep_other_topics:
         total = sum(count for _, count in recording.topics.values())
-    read_topics = None if keep_other_topics else selected
+    read_topics = None if keep_other_topics else selected + (camera.topics if camera is not None else [])
+    cameras = _CameraReplay(camera, log) if camera is not None else None
+    tolerance_ns = camera.tolerance_ns if camera is not None else 0
+    if camera is not None and not keep_other_topics:
+        total += sum(recording.topics[t][1] for t in camera.topics)
     counters = handler.counters
     rejected_before, failed_before = counters.rejected, counters.failed
     skipped = 0
     start = time.perf_counter()
     with _maybe_writer(output, storage) as writer, _progress(total, progress, recording.path.name) as bar:
-        for message in recording.messages(read_topics):
-            bar.update(1)
-            if message.topic not in selected:
-                if writer is not None and keep_other_topics:
-                    writer.write(message.topic, message.msgtype, message.timestamp, message.msg)
-                    summary.copied += 1
-                continue
-            result = handler.process(message.msg, outputs)
+
+        def segment(message: BagMessage) -> None:
+            nonlocal skipped
+            image, model = cameras.match(message) if cameras is not None else (None, None)
+            result = handler.process(message.msg, outputs, image=image, camera=model)
             if not result.ok:
                 skipped += 1
                 line = f"{message.topic} @ {message.timestamp}: {result.error}"
@@ -251,7 +355,7 @@ def replay(
                     summary.errors.append(line)
                 if skipped <= MAX_REPORTED_ERRORS:
                     log(f"skipped {line}")
-                continue
+                return
             summary.frames += 1
             summary.points += result.num_points
             summary.latencies_ms.append(result.timings_ms["total"])
@@ -265,6 +369,29 @@ def replay(
                 if truth is not None and result.class_id is not None:
                     evaluation.add_labels(truth, result.class_id, points=partial(decode, message.msg, None),
                                           name=f"{message.topic} @ {message.timestamp} ns")
+
+        waiting: deque[BagMessage] = deque()  # clouds waiting for images recorded up to a tolerance later
+        for message in recording.messages(read_topics):
+            bar.update(1)
+            while waiting and waiting[0].timestamp + tolerance_ns < message.timestamp:
+                segment(waiting.popleft())
+            if cameras is not None and message.topic in cameras.topics.topics:
+                cameras.add(message)
+            if message.topic not in selected:
+                if writer is not None and keep_other_topics:
+                    writer.write(message.topic, message.msgtype, message.timestamp, message.msg)
+                    summary.copied += 1
+                continue
+            if cameras is not None:
+                waiting.append(message)
+            else:
+                segment(message)
+        while waiting:
+            segment(waiting.popleft())
+    if cameras is not None:
+        summary.camera = cameras.topics.image
+        summary.with_image = cameras.feed.counters.with_image
+        summary.without_image = cameras.feed.counters.without_image
     summary.wall_s = time.perf_counter() - start
     summary.rejected = counters.rejected - rejected_before  # the handler's own classification
     summary.failed = counters.failed - failed_before

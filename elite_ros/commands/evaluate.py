@@ -12,8 +12,10 @@ from elite_ros.command import add_progress_flag
 from elite_ros.commands.options import (
     UNTRAINED_FIGURE_NOTE,
     UNTRAINED_NOTE,
+    add_camera_flag,
     add_params_options,
     attributions,
+    camera_for_run,
     load_handler,
     params_from_args,
     print_result,
@@ -46,6 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--attribute-kitti", action="store_true",
                    help="credit KITTI / SemanticKITTI in the report (automatic for KITTI folders and 'kitti' paths)")
+    add_camera_flag(p)
     add_progress_flag(p)
     add_params_options(p)
     p.set_defaults(func=run)
@@ -71,11 +74,16 @@ def run(args: argparse.Namespace) -> int:
         handler = load_handler(params)
         ground_truth.classes = handler.classes  # raw ground-truth ids through the model's learning map
         evaluation = Evaluation(classes=handler.classes)
+        camera = camera_for_run(args, recording, handler, params)
         summary = replay(recording, handler, output=None, topics=args.topic, outputs=(), evaluation=evaluation,
                          ground_truth=ground_truth, progress=not args.no_progress,
-                         log=lambda line: print(line, file=sys.stderr))
+                         log=lambda line: print(line, file=sys.stderr), camera=camera)
         print(summary.text())
         context = run_context(recording, handler, params)
+        if handler.uses_camera:
+            context["camera"] = ("none: every frame on the imputation path" if camera is None else
+                                 f"{camera.image}: {summary.with_image} frames with an image, "
+                                 f"{summary.without_image} without")
         if not handler.trained:
             notes.append(UNTRAINED_NOTE)
     if ground_truth.found:

@@ -16,7 +16,7 @@ from elite_ros.params import ParameterError, SegmentParams, load_params_file
 from elite_ros.report import KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION
 
 if TYPE_CHECKING:
-    from elite_ros.replay import Recording
+    from elite_ros.replay import CameraTopics, Recording
 
 UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
                   "are meaningless; they only show that the pipeline runs end to end.")
@@ -46,6 +46,31 @@ def params_from_args(args: argparse.Namespace) -> SegmentParams:
         if getattr(args, name, None):
             overrides[name] = getattr(args, name)
     return params.replace(**overrides) if overrides else params
+
+
+def add_camera_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-camera: run a fusion checkpoint on its imputation path only (the fall-back without images)."""
+    parser.add_argument("--no-camera", action="store_true",
+                        help="fusion checkpoints: ignore the recording's camera (every frame on the imputation "
+                             "path, as with a camera that fails); default: its images, CameraInfo and /tf_static")
+
+
+def camera_for_run(args: argparse.Namespace, recording: Recording, handler: SegmentationHandler,
+                   params: SegmentParams) -> CameraTopics | None:
+    """The recording's camera for a fusion checkpoint (`replay.find_camera_topics`), None for a LiDAR-only one,
+    with --no-camera or without images; says which on stderr."""
+    from elite_ros.replay import find_camera_topics
+
+    if not handler.uses_camera:
+        return None
+    topics = None if args.no_camera else find_camera_topics(recording, params.camera)
+    if topics is None:
+        why = "--no-camera" if args.no_camera else "the recording has no image topic"
+        print(f"camera: none ({why}): every frame on the imputation path", file=sys.stderr)
+    else:
+        extrinsic = topics.tf or "camera.extrinsic"
+        print(f"camera: {topics.image} + {topics.info}, LiDAR -> camera from {extrinsic}", file=sys.stderr)
+    return topics
 
 
 def load_handler(params: SegmentParams) -> SegmentationHandler:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from elite_ros.command import add_progress_flag
-from elite_ros.commands.options import add_params_options, open_run
+from elite_ros.commands.options import add_camera_flag, add_params_options, camera_for_run, open_run, params_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--keep-other-topics", action="store_true", help="copy every other topic into the output")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output storage (default mcap)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    add_camera_flag(p)
     add_progress_flag(p)
     add_params_options(p)
     p.set_defaults(func=run)
@@ -35,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
     recording, handler = open_run(args)
     outputs = ["segmentation"] + ["visualization"] * args.visualization + ["filtered"] * args.filtered
     output = Path(args.output) if args.output else default_output_path(args.input)
+    camera = camera_for_run(args, recording, handler, params_from_args(args))
     summary = replay(recording, handler, output=output, topics=args.topic, outputs=outputs,
                      keep_other_topics=args.keep_other_topics, storage=args.storage, progress=not args.no_progress,
-                     log=lambda line: print(line, file=sys.stderr))
+                     log=lambda line: print(line, file=sys.stderr), camera=camera)
     for source, targets in summary.topics.items():
         print(f"{source} -> {', '.join(targets)}")
     print(summary.text())
