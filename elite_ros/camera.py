@@ -160,7 +160,8 @@ class CameraInput:
 def normalise_image(rgb: np.ndarray | Tensor, mean: tuple[float, float, float] = PIXEL_MEAN,
                     std: tuple[float, float, float] = PIXEL_STD, device: torch.device | str = "cpu") -> Tensor:
     """(H, W, 3) uint8 RGB (numpy or torch) -> (3, H, W) float32 (value - mean) / std on `device`."""
-    image = torch.as_tensor(np.ascontiguousarray(rgb) if isinstance(rgb, np.ndarray) else rgb)
+    # a bag's or a message's buffer may be read-only: copied only then (torch wants a writable array)
+    image = torch.from_numpy(np.require(rgb, requirements=["C", "W"])) if isinstance(rgb, np.ndarray) else rgb
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3) RGB, got {tuple(image.shape)}")
     image = image.to(device).permute(2, 0, 1).float()
