@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 ROSDEP_KEYS = {
     "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "ament_index_python": "ament_index_python", "launch": "launch",
-    "launch_ros": "launch_ros", "numpy": "python3-numpy", "yaml": "python3-yaml", "jsonschema": "python3-jsonschema",
+    "launch_ros": "launch_ros", "tf2_ros": "tf2_ros", "numpy": "python3-numpy", "yaml": "python3-yaml",
+    "jsonschema": "python3-jsonschema",
     "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib", "PIL": "python3-pil", "psutil": "python3-psutil",
 }
 #: no rosdep key: pip installs them (README "In the car"); setup.py must require the ones that are not optional

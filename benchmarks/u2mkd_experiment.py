@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""The U2MKD experiment's evaluation (docs/reference.md §14): mIoU and per-class IoU of runtime checkpoints
+on validation drives with camera images, with and without the images, and on the points outside the
+camera's field of view. Prints JSON; writes a PNG plot with --plot.
+
+Rows (each a `--row NAME=CHECKPOINT[:MODE]`, MODE one of):
+- ``all``: every in-volume point, a fusion checkpoint given each frame's image and calibration (a LiDAR-only
+  one needs none);
+- ``no_image``: every in-volume point, every image withheld (the fusion student's imputation path);
+- ``outside_fov``: only the points that do not project into the image (a fusion checkpoint given the image;
+  those points never see it, tested in test/runtime/test_fusion_student.py);
+- ``inside_fov``: only the points that do.
+
+Predictions are `Segmenter.predict` (the node's code path: range filter, the model's intensity scale, no
+point cap, no TTA); ground truth is the frames' labels through the model's learning map; the confusion is
+summed over every frame and IoU taken as in ref §8 (`elite_ros.metrics`).
+
+    .venv/bin/python benchmarks/u2mkd_experiment.py --data runs/synthetic/val_s901_f8x8_dense ... \\
+        --row a=row_a.safetensors --row b=fusion.safetensors --row c=u2mkd.safetensors \\
+        --row c_no_image=u2mkd.safetensors:no_image --row c_outside_fov=u2mkd.safetensors:outside_fov \\
+        --plot u2mkd.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from elite_ros.camera import CameraModel
+from elite_ros.cloud import scan_from_arrays
+from elite_ros.metrics import confusion_matrix, iou_per_class, mean_iou
+from elite_ros.segmenter import Segmenter
+from elite_ros.voxel import in_range_mask
+
+MODES = ("all", "no_image", "outside_fov", "inside_fov")
+
+
+def parse_row(text: str) -> tuple[str, Path, str]:
+    """NAME=CHECKPOINT[:MODE] -> (name, checkpoint, mode)."""
+    name, _, rest = text.partition("=")
+    path, _, mode = rest.partition(":")
+    mode = mode or "all"
+    if not name or not path or mode not in MODES:
+        raise SystemExit(f"--row {text!r}: expected NAME=CHECKPOINT[:{'|'.join(MODES)}]")
+    return name, Path(path), mode
+
+
+def evaluate(checkpoint: Path, mode: str, folders: list[Path], threads: int) -> dict[str, object]:
+    """Summed confusion over every frame of `folders` -> IoU per class, mIoU, points counted."""
+    import torch
+
+    from elite_ros_training.data.dataset import open_frames
+
+    torch.set_num_threads(threads)
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", warmup=False)
+    classes = segmenter.classes
+    confusion = np.zeros((classes.num_classes, classes.num_classes), dtype=np.int64)
+    frames_seen = 0
+    for folder in folders:
+        frames = open_frames(folder, images=True)
+        for index in range(len(frames)):
+            frame = frames[index]
+            if frame.labels is None or frame.image is None or frame.projection is None:
+                raise SystemExit(f"{folder} frame {index}: needs labels, an image and a calibration")
+            xyz, intensity = frame.points[:, :3], frame.points[:, 3]
+            camera = CameraModel(frame.projection, frame.image.shape[1], frame.image.shape[0])
+            scan = scan_from_arrays(xyz, intensity)
+            if mode == "no_image":
+                prediction = segmenter.predict(scan)
+            else:
+                prediction = segmenter.predict(scan, frame.image, camera)
+            keep = in_range_mask(xyz, segmenter.voxel_config)
+            in_view = np.zeros(len(xyz), dtype=bool)
+            in_view[camera.project(xyz).index] = True
+            if mode == "outside_fov":
+                keep &= ~in_view
+            elif mode == "inside_fov":
+                keep &= in_view
+            truth = classes.to_training_ids(frame.labels[keep])
+            confusion += confusion_matrix(truth, prediction.class_id[keep].astype(np.int64), classes.num_classes)
+            frames_seen += 1
+    iou = iou_per_class(confusion)
+    return {"checkpoint": str(checkpoint), "mode": mode, "model_kind": segmenter.metadata.model_kind,
+            "frames": frames_seen, "points": int(confusion[1:, :].sum()), "miou": mean_iou(iou),
+            "iou": {name: None if np.isnan(v) else float(v) for name, v in zip(classes.names[1:], iou)}}
+
+
+def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
+    """mIoU per row, and per-class IoU of every row, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    classes = [c for c in rows[names[0]]["iou"] if any(rows[n]["iou"][c] is not None for n in names)]  # type: ignore[index]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [1, 4]})
+    mious = [100 * float(rows[n]["miou"]) for n in names]  # type: ignore[arg-type]
+    left.bar(names, mious, color=[f"C{i}" for i in range(len(names))])
+    for x, value in enumerate(mious):
+        left.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
+    left.set_ylim(0, max(mious) * 1.15 + 1)
+    left.set_ylabel("mIoU (%)")
+    left.set_title("mIoU")
+    left.tick_params(axis="x", rotation=45)
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [100 * (rows[name]["iou"][c] or 0.0) for c in classes]  # type: ignore[index]
+        right.bar(np.arange(len(classes)) + (i - (len(names) - 1) / 2) * width, values, width, label=name,
+                  color=f"C{i}")
+    right.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
+    right.set_ylabel("IoU (%)")
+    right.set_title("per-class IoU")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", type=Path, required=True, help="validation sequence folders")
+    parser.add_argument("--row", action="append", required=True, metavar="NAME=CHECKPOINT[:MODE]")
+    parser.add_argument("--plot", type=Path, help="PNG to write")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    rows = {}
+    for text in args.row:
+        name, checkpoint, mode = parse_row(text)
+        rows[name] = evaluate(checkpoint, mode, args.data, args.threads)
+    if args.plot:
+        plot(rows, args.plot)
+    print(json.dumps({"data": [str(d) for d in args.data], "rows": rows, "plot": str(args.plot or "")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
