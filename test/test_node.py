@@ -15,6 +15,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
+from ros_spin import spin_until  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402
 
@@ -24,7 +25,6 @@ from elite_ros.node import SegmentNode, main  # noqa: E402
 from elite_ros.params import ParameterError  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
-TIMEOUT_S = 60.0
 CLOUD_TYPE = POINTCLOUD2_TYPE
 
 
@@ -64,15 +64,6 @@ def make_node(context, checkpoint: Path, **overrides) -> SegmentNode:
     values = {"checkpoint": str(checkpoint), "device": "cpu", "latency_budget_ms": 60000.0, "stale_input_s": 3600.0,
               **overrides}
     return SegmentNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-
-
-def spin_until(executor, condition, timeout_s: float = TIMEOUT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 class DdsPeer:

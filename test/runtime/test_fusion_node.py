@@ -1,8 +1,6 @@
 """The node with a fusion checkpoint and a camera: a scan without image, then a late image; both published."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
+from ros_spin import spin_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from elite_ros.bag import TYPESTORE  # noqa: E402
@@ -23,7 +22,6 @@ from elite_ros.node import SegmentNode  # noqa: E402
 from elite_ros.replay import kitti_cloud  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
-TIMEOUT_S = 60.0
 IMAGE_TOPIC = "/test_camera/image_raw"
 CAMERA = forward_camera(width=320, height=96, focal=180.0)  # LiDAR at the camera's centre, looking along +x
 
@@ -69,15 +67,6 @@ def camera_info(stamp_ns: int) -> CameraInfo:
                                            np.zeros((3, 1))]).ravel()]  # intrinsics: K
     header_at(info, stamp_ns, "camera_optical")
     return info
-
-
-def spin_until(executor, condition, timeout_s: float = TIMEOUT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return condition()
 
 
 def test_a_scan_without_image_then_a_late_image_both_published(fusion_checkpoint):

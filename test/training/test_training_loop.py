@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from ddp_recorder import LossRecorder
 from tiny_data import TINY, TINY_TEACHER, TinyFrames, write_tiny_sequence
 
 from elite_ros.checkpoint import read_metadata
@@ -185,23 +185,6 @@ def test_a_killed_run_resumed_from_its_last_checkpoint_reaches_the_same_weights(
     assert read_training_checkpoint(last)["global_step"] == 8
     for name, value in expected.items():
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
-
-
-class LossRecorder(Callback):
-    """Every training batch's loss, per process, into <dir>/losses_rank<R>.json; rank 0's weights at the end."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        path = self.folder / f"losses_rank{trainer.global_rank}.json"
-        path.write_text(json.dumps(self.losses))
-        if trainer.global_rank == 0:
-            torch.save({k: v.detach().clone() for k, v in pl_module.named_parameters()}, self.folder / "weights.pt")
 
 
 def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from ddp_recorder import LossRecorder
 from tiny_data import TINY, TinyFrames
 
 from elite_ros.camera import project_points
@@ -27,7 +27,8 @@ from elite_ros_training.u2mkd import LidarTeacher
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_LIDAR = StudentConfig(hidden_channels=8, decoder_channels=16)
-TINY_FUSION = {"student": {"fusion": {"widths": [4, 8, 8], "channels": 8}}, "data": {"pipeline": {"crop_size": [256, 128]}}}
+TINY_FUSION = {"student": {"fusion": {"widths": [4, 8, 8], "channels": 8}},
+               "data": {"pipeline": {"crop_size": [256, 128]}}}
 WEIGHTS = class_weights_from_counts(np.ones(20)).tolist()
 
 
@@ -132,22 +133,6 @@ def test_modality_dropout_withholds_images_from_the_input_only():
     assert sample.image_withheld and sample.image is not None  # kept: the imputation loss's target
     assert not build_sample(frames[0], PipelineConfig(crop_size=(256, 128), image_dropout=1.0),
                             np.random.default_rng(0), train=False).image_withheld
-
-
-class LossRecorder(Callback):
-    """Every training batch's loss, per process, into <dir>/losses_rank<R>.json; rank 0's weights at the end."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(float(outputs["loss"]))
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        (self.folder / f"losses_rank{trainer.global_rank}.json").write_text(json.dumps(self.losses))
-        if trainer.global_rank == 0:
-            torch.save({k: v.detach().clone() for k, v in pl_module.named_parameters()}, self.folder / "weights.pt")
 
 
 def test_two_ddp_processes_of_u2mkd_match_one_process_on_the_same_global_batch(tmp_path, teacher_file):
