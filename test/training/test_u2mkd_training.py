@@ -193,3 +193,17 @@ def test_export_gives_a_segmenter_that_predicts_like_the_training_model(tmp_path
     kept = sample.ref_index
     assert np.mean(with_image.class_id[kept] == logits) >= 0.999
     assert np.mean(without.class_id[kept] == blind) >= 0.999
+
+
+def test_the_u2mkd_losses_are_scale_free_and_never_move_their_targets():
+    from elite_ros_training.u2mkd import feature_distillation_loss, imputation_loss
+
+    teacher = torch.randn(50, 16, requires_grad=True)
+    assert feature_distillation_loss(torch.zeros(50, 16), teacher).item() == pytest.approx(1.0)
+    assert feature_distillation_loss(teacher.detach() * 3, teacher * 3).item() == pytest.approx(0.0, abs=1e-6)
+    assert feature_distillation_loss(teacher.detach(), 10 * teacher).item() == pytest.approx(0.81, rel=1e-4)
+    imputed = torch.zeros(50, 16, requires_grad=True)
+    (imputation_loss(imputed, teacher) + feature_distillation_loss(imputed, teacher)).backward()
+    assert teacher.grad is None and imputed.grad is not None
+    empty = torch.zeros(0, 16, requires_grad=True)
+    assert imputation_loss(empty, empty).item() == 0.0 and feature_distillation_loss(empty, empty).item() == 0.0
