@@ -1,6 +1,9 @@
 """Atomic outputs: nothing half-written under the final name, no temporary sibling left behind."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,45 @@ def test_atomic_dir_refuses_a_non_empty_folder_unless_replacing(tmp_path: Path):
     with atomic_dir(target, replace=True) as temp:
         (temp / "b.txt").write_text("two")
     assert _siblings(target) == ["b.txt"] and _siblings(tmp_path) == ["out"]
+
+
+WRITE_AND_HANG = """
+import sys, time
+from elite_ros.atomic import atomic_dir, atomic_file
+target = sys.argv[1]
+writer = atomic_dir(target) if sys.argv[2] == "dir" else atomic_file(target)
+with writer as temp:
+    (temp / "half.txt").write_text("half") if sys.argv[2] == "dir" else temp.write_text("half")
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_the_leftover_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: Path, kind: str):
+    """kill -9 leaves the temporary sibling (nothing can remove it then); the next write of the same output
+    removes it, and keeps the one of a writer that still runs."""
+    target = tmp_path / ("out" if kind == "dir" else "weights.bin")
+    writers = [subprocess.Popen([sys.executable, "-c", WRITE_AND_HANG, str(target), kind], stdout=subprocess.PIPE,
+                                text=True) for _ in range(2)]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        assert len(_siblings(tmp_path)) == 2 and not target.exists()
+        dead, alive = writers
+        dead.send_signal(signal.SIGKILL)
+        dead.wait(timeout=30)
+        assert len(_siblings(tmp_path)) == 2  # a killed process cleans nothing
+        writer = atomic_dir(target) if kind == "dir" else atomic_file(target)
+        with writer as temp:
+            if kind == "dir":
+                (temp / "a.txt").write_text("whole")
+            else:
+                temp.write_text("whole")
+        left = [name for name in _siblings(tmp_path) if name != target.name]
+        mark = f".partial-{alive.pid}@" if kind == "dir" else f".{alive.pid}@"
+        assert len(left) == 1 and mark in left[0], left
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait(timeout=30)

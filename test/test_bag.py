@@ -2,8 +2,11 @@
 written here with rosbags' own ROS 1 / ROS 2 writers."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -426,3 +429,59 @@ def test_bad_paths_give_clear_errors(tmp_path: Path) -> None:
     renamed.write_bytes(b"\x89MCAP0\r\n" + b"\0" * 10)
     with pytest.raises(BagError, match=r"must be named \*\.mcap"):
         detect_format(renamed)
+
+
+# ------------------------------------------------------------------------------------------ damaged bags, outputs
+
+
+def _damaged_copy(source: Path, target: Path, offset_of) -> Path:
+    """A copy of a bag (file or folder) with 4096 zero bytes over its storage file at `offset_of(size)`."""
+    if source.is_dir():
+        shutil.copytree(source, target)
+        storage = next(p for p in target.iterdir() if p.suffix in (".db3", ".mcap"))
+    else:
+        target.mkdir()
+        storage = target / source.name
+        shutil.copyfile(source, storage)
+    storage.chmod(0o644)
+    data = bytearray(storage.read_bytes())
+    start = offset_of(len(data))
+    data[start:start + 4096] = bytes(4096)
+    storage.write_bytes(bytes(data))
+    return target if source.is_dir() else storage
+
+
+@pytest.mark.parametrize("container", ["sqlite3", "ros1"])
+def test_a_damaged_storage_file_is_one_bag_error_naming_it(luminar_bags: dict[str, Path], tmp_path: Path,
+                                                           container: str) -> None:
+    """A zeroed sqlite3 page (apsw.CorruptError) or a zeroed piece of an LZ4 chunk (RuntimeError) used to
+    escape the message loop as the storage library's own exception."""
+    page = 4096
+    damaged = _damaged_copy(luminar_bags[container], tmp_path / "damaged", lambda size: size // page // 2 * page)
+    with pytest.raises(BagError) as info:
+        list(iter_messages(damaged))
+    message = str(info.value)
+    assert message.startswith(f"{damaged}: cannot read: ") and "\n" not in message
+
+
+def test_an_output_under_a_file_or_without_permission_is_one_error_naming_it(
+        tmp_path: Path, clouds, monkeypatch) -> None:
+    """A ValueError (elite_ros.atomic.OutputError: one `error:` line in the CLI), not "[Errno 17] File exists:
+    'plain'" about the parent, nor a PermissionError traceback naming the temporary folder."""
+    plain = tmp_path / "plain"
+    plain.write_text("a file, not a folder\n")
+    with pytest.raises(ValueError, match=f"cannot write {plain}/out: {plain} is a file, not a folder"):
+        with BagWriter(plain / "out") as writer:
+            writer.write(CLOUD_TOPIC, CLOUD_TYPE, 1, clouds["mcap"][0].msg)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: the folder refuses as the kernel would refuse a user
+        def refused(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", str(read_only / ".out.partial-x"))
+
+        monkeypatch.setattr("elite_ros.atomic.tempfile.mkdtemp", refused)
+    with pytest.raises(ValueError, match=f"cannot write {read_only}/out: no permission to write in {read_only}"):
+        with BagWriter(read_only / "out") as writer:
+            writer.write(CLOUD_TOPIC, CLOUD_TYPE, 1, clouds["mcap"][0].msg)
+    assert sorted(os.listdir(read_only)) == []

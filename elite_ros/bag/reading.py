@@ -16,7 +16,6 @@ from rosbags.rosbag1 import Reader as Ros1Reader
 from rosbags.rosbag1 import ReaderError as Ros1ReaderError
 from rosbags.rosbag2 import Reader as Ros2Reader
 from rosbags.rosbag2 import ReaderError as Ros2ReaderError
-from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -89,9 +88,9 @@ class _Decoder:
                 msg = self.store.deserialize_ros1(rawdata, self.msgtype)
             else:
                 msg = self.store.deserialize_cdr(rawdata, self.msgtype)
-        except (SerdeError, ValueError, IndexError, KeyError, AssertionError) as err:
-            raise BagError(f"{self.where}: cannot decode message: {err}") from None
-        return convert_message(msg, self.msgtype, TYPESTORE) if self.convert else msg
+            return convert_message(msg, self.msgtype, TYPESTORE) if self.convert else msg
+        except Exception as err:  # noqa: BLE001 - damaged bytes break the deserialisers in many ways
+            raise BagError(f"{self.where}: cannot decode message: {_reason(err)}") from None
 
 
 def _ros1_store(connections: Iterable[Connection]) -> Typestore:
@@ -115,6 +114,8 @@ class _OpenBag:
             self.reader.open()
         except (Ros1ReaderError, Ros2ReaderError, TypesysError) as err:
             raise BagError(f"{self.path}: cannot open {self.format} bag: {err}") from None
+        except Exception as err:  # noqa: BLE001 - the storage libraries' own errors (apsw, lz4, bz2, OSError)
+            raise BagError(f"{self.path}: cannot open {self.format} bag: {_reason(err)}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,5 +194,14 @@ def _iter_messages(path: Path, wanted_topics: set[str] | None, wanted_types: set
             for connection, timestamp, rawdata in bag.reader.messages(connections, start=start, stop=stop):
                 decode = decoders[connection.id]
                 yield BagMessage(connection.topic, connection.msgtype, int(timestamp), decode(rawdata))
+        except BagError:
+            raise
         except (Ros1ReaderError, Ros2ReaderError) as err:
             raise BagError(f"{bag.path}: cannot read: {err}") from None
+        except Exception as err:  # noqa: BLE001 - a damaged storage file (apsw.CorruptError, lz4, bz2, OSError)
+            raise BagError(f"{bag.path}: cannot read: {_reason(err)} (the file is damaged?)") from None
+
+
+def _reason(error: BaseException) -> str:
+    """One line: the error's type and message."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"

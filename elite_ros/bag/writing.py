@@ -35,6 +35,8 @@ class BagWriter:
     Raises:
         FileExistsError: ``path`` exists.
         ValueError: unknown ``storage``.
+        OutputError (on entering): ``path`` cannot be written there (a parent is a file, no permission).
+        BagError (on entering, writing): the storage cannot be written (e.g. the disk is full).
     """
 
     def __init__(self, path: str | os.PathLike[str], storage: str = "mcap", *,
@@ -64,7 +66,10 @@ class BagWriter:
             self._writer = Writer(partial, version=ROSBAG2_VERSION, storage_plugin=STORAGES[self.storage])
             self._writer.open()
         except BaseException as error:
+            self._writer = None
             self._leave_folder(error)
+            if isinstance(error, OSError):
+                raise BagError(f"{self.path}: cannot write the bag: {error.strerror or error}") from None
             raise
         return self
 
@@ -105,7 +110,10 @@ class BagWriter:
             data = store.serialize_cdr(msg, msgtype)
         except (SerdeError, TypeError, ValueError, AttributeError, KeyError, OverflowError) as err:
             raise BagError(f"{self.path}: topic {topic!r}: cannot serialise {msgtype}: {err}") from None
-        self._writer.write(connection, int(timestamp_ns), data)
+        try:
+            self._writer.write(connection, int(timestamp_ns), data)
+        except OSError as err:  # e.g. the disk is full
+            raise BagError(f"{self.path}: cannot write: {err.strerror or err}") from None
         self.message_count += 1
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -124,6 +132,8 @@ class BagWriter:
             writer.close()
         except BaseException as error:
             self._leave_folder(error)
+            if isinstance(error, OSError):
+                raise BagError(f"{self.path}: cannot finish the bag: {error.strerror or error}") from None
             raise
         self._leave_folder(None)  # renamed into place; FileExistsError if someone created `path` meanwhile
 
