@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from elite_ros import __version__
-from elite_ros.command import run_command
+from elite_ros.command import abort_on_signals, run_command
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros.commands.segment",
@@ -40,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv` and run the subcommand; bad input: one line ``error: ...`` and SystemExit(2)."""
-    return run_command(build_parser().parse_args(argv))
+    """Parse `argv` and run the subcommand; bad input: one line ``error: ...`` and SystemExit(2); SIGTERM or
+    Ctrl-C: a clean stop (partial outputs removed), one line and SystemExit(128 + signal)."""
+    args = build_parser().parse_args(argv)
+    with abort_on_signals():
+        return run_command(args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from elite_ros.cloud import POINTCLOUD2_TYPE, decode, make_cloud
 from elite_ros.evaluate import Evaluation, latency_stats
 from elite_ros.handler import OUTPUTS, SegmentationHandler
 from elite_ros.kitti import KittiFormatError, read_bin, read_label, read_times
+from elite_ros.params import ParameterError
 
 KITTI_TOPIC = "/kitti/velodyne_points"
 KITTI_FRAME = "velodyne"
@@ -319,8 +320,10 @@ def replay(
     lies inside the input. outputs: which clouds to write per topic (OUTPUTS names). evaluation: when given,
     each frame's timings, and with `ground_truth` (callable msg -> (num_points,) training ids or None) its
     labels (and, for the bird's-eye view, its points on demand), are accumulated into it. Malformed clouds
-    are skipped and counted (first few reported via `log`). camera: the recording's camera for a fusion
-    checkpoint (`find_camera_topics`; None = every frame on the imputation path).
+    are skipped and counted (first few reported via `log`), as is a cloud that makes anything else raise
+    (counted as failed); ReplayError when no cloud could be segmented (then no output is written).
+    camera: the recording's camera for a fusion checkpoint (`find_camera_topics`; None = every frame on the
+    imputation path).
     """
     outputs = [o for o in OUTPUTS if o in set(outputs)]
     selected = recording.select(topics)
@@ -346,11 +349,17 @@ def replay(
 
         def segment(message: BagMessage) -> None:
             nonlocal skipped
-            image, model = cameras.match(message) if cameras is not None else (None, None)
-            result = handler.process(message.msg, outputs, image=image, camera=model)
+            try:
+                image, model = cameras.match(message) if cameras is not None else (None, None)
+                result = handler.process(message.msg, outputs, image=image, camera=model)
+            except ParameterError:  # a configuration problem that every cloud would meet: stop the replay
+                raise
+            except Exception as error:  # noqa: BLE001 - one message never stops a replay: counted (failed)
+                reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}"
+                result = handler.record_failure(getattr(message.msg, "header", None), reason)
             if not result.ok:
                 skipped += 1
-                line = f"{message.topic} @ {message.timestamp}: {result.error}"
+                line = f"{recording.path}: {message.topic} @ {message.timestamp} ns: {result.error}"
                 if len(summary.errors) < MAX_STORED_ERRORS:
                     summary.errors.append(line)
                 if skipped <= MAX_REPORTED_ERRORS:
@@ -388,6 +397,9 @@ def replay(
                 segment(message)
         while waiting:
             segment(waiting.popleft())
+        if skipped and not summary.frames:  # inside the writer's block: the output is not written
+            raise ReplayError(f"{recording.path}: none of its {skipped} clouds could be segmented, so nothing was "
+                              f"written; the first: {summary.errors[0]}")
     if cameras is not None:
         summary.camera = cameras.topics.image
         summary.with_image = cameras.feed.counters.with_image

@@ -1,8 +1,15 @@
 """`elite-ros` end to end: info, segment, evaluate (hand-computed IoU), demo, parameter errors."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +224,114 @@ def test_evaluate_a_model_with_its_own_classes(capsys, tmp_path):
     code, _, err = run(capsys, "evaluate", folder, "--report", tmp_path / "r2", "--checkpoint", checkpoint,
                        "--device", "cpu", "--no-progress")  # the default filtered_classes are SemanticKITTI's
     assert code == 2 and "'filtered_classes'" in err and "void, ground, wall, plant, vehicle" in err
+
+
+# ------------------------------------------------------------------------------------------ bad recordings, outputs
+
+
+def _clouds_bag(path: Path, count: int, *, malformed: bool = False, points: int = 64) -> Path:
+    """`count` small clouds on /cloud (every one truncated when `malformed`)."""
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    rng = np.random.default_rng(0)
+    with BagWriter(path) as writer:
+        for i in range(count):
+            xyz = rng.uniform(-20, 20, (points, 3)).astype(np.float32)
+            msg = make_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]},
+                             Header(stamp=Time(sec=i, nanosec=0), frame_id="lidar"))
+            if malformed:
+                msg.data = msg.data[:-1]
+            writer.write("/cloud", CLOUD_TYPE, (i + 1) * 10**8, msg)
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if not line.startswith(("warning:", "note:"))]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_segment_errors_on_bad_recordings_and_outputs_are_one_line_naming_the_file(
+        capsys, luminar_bags, tiny_checkpoint, tmp_path, monkeypatch):
+    common = ("--no-progress", "--checkpoint", tiny_checkpoint, "--device", "cpu")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(luminar_bags["sqlite3"], damaged)
+    storage = next(damaged.glob("*.db3"))
+    storage.chmod(0o644)
+    data = bytearray(storage.read_bytes())
+    middle = len(data) // 4096 // 2 * 4096
+    data[middle:middle + 4096] = bytes(4096)  # one zeroed sqlite3 page: apsw.CorruptError while reading
+    storage.write_bytes(bytes(data))
+    code, _, err = run(capsys, "segment", damaged, tmp_path / "out1", *common)
+    assert code == 2 and _one_error_line(err).startswith(f"error: {damaged}: cannot read: CorruptError")
+    plain = tmp_path / "plain"
+    plain.write_text("a file\n")
+    code, _, err = run(capsys, "segment", luminar_bags["mcap"], plain / "out", *common)
+    assert code == 2 and _one_error_line(err) == f"error: cannot write {plain}/out: {plain} is a file, not a folder"
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: refuse as the kernel refuses a user
+        monkeypatch.setattr("elite_ros.atomic.tempfile.mkdtemp", _permission_denied)
+    code, _, err = run(capsys, "segment", luminar_bags["mcap"], read_only / "out", *common)
+    assert code == 2 and _one_error_line(err).startswith(f"error: cannot write {read_only}/out: no permission")
+    monkeypatch.undo()
+    source = _clouds_bag(tmp_path / "all_malformed", 3, malformed=True)
+    code, _, err = run(capsys, "segment", source, tmp_path / "out2", *common)
+    assert code == 2 and err.splitlines()[-1].startswith(f"error: {source}: none of its 3 clouds could be segmented")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all_malformed", "damaged", "plain", "read_only"]
+
+
+def _permission_denied(*args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir", "?"))
+
+
+def _segment_process(source: Path, out: Path, checkpoint: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "elite_ros.cli", "segment", str(source), str(out), "--no-progress",
+               "--checkpoint", str(checkpoint), "--device", "cpu", "-p", "tta_votes=4"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_partial(process: subprocess.Popen, folder: Path, name: str, timeout_s: float = 120.0) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        partial = [p for p in folder.iterdir() if p.name.startswith(f".{name}.partial-")]
+        if partial and any(partial[0].rglob("*.mcap")):
+            time.sleep(0.5)  # a few clouds into the run
+            assert process.poll() is None, "the run ended before the signal: give it more clouds"
+            return partial[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no partial output appeared: {process.communicate()}")
+
+
+@pytest.fixture(scope="module")
+def long_bag(tmp_path_factory) -> Path:
+    """600 clouds of 2,000 points: a run of several seconds, long enough to be interrupted."""
+    return _clouds_bag(tmp_path_factory.mktemp("long") / "in", 600, points=2000)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_abort_segment_cleanly(tiny_checkpoint, long_bag, tmp_path, signum):
+    """One line, exit 128 + signal, no output and no partial folder (SIGTERM used to leave the partial bag
+    behind, SIGINT to print a KeyboardInterrupt traceback)."""
+    process = _segment_process(long_bag, tmp_path / "out", tiny_checkpoint)
+    _wait_for_partial(process, tmp_path, "out")
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert _one_error_line(err) == f"error: interrupted by {name}: stopped, no unfinished output left"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_segment_run_leaves_a_partial_that_the_next_run_removes(capsys, tiny_checkpoint, long_bag, tmp_path):
+    process = _segment_process(long_bag, tmp_path / "out", tiny_checkpoint)
+    partial = _wait_for_partial(process, tmp_path, "out")
+    process.kill()
+    process.communicate(timeout=60)
+    assert partial.is_dir()  # SIGKILL: nothing can clean up
+    small = _clouds_bag(tmp_path / "small", 2)
+    code, _, err = run(capsys, "segment", small, tmp_path / "out", "--no-progress", "--checkpoint", tiny_checkpoint,
+                       "--device", "cpu")
+    assert code == 0, err
+    assert not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out", "small"]

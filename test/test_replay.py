@@ -19,6 +19,7 @@ from elite_ros.replay import (
     KITTI_TOPIC,
     Recording,
     ReplayError,
+    ReplaySummary,
     default_output_path,
     is_kitti_folder,
     iter_kitti,
@@ -218,6 +219,45 @@ def test_rejected_and_failed_come_from_the_handler_counters_and_errors_are_cappe
     assert (summary.rejected, summary.failed, summary.frames) == (25, 0, 1)
     assert len(summary.errors) == MAX_STORED_ERRORS == 20
     failing = SegmentationHandler(_Failing(), SegmentParams())
-    summary = replay(Recording.open(source), failing, output=None, progress=False, log=lambda line: None)
-    assert (summary.rejected, summary.failed, summary.frames) == (25, 1, 0)
-    assert "26 rejected" not in summary.text() and "25 rejected (malformed), 1 failed" in summary.text()
+    with pytest.raises(ReplayError, match="none of its 26 clouds could be segmented"):
+        replay(Recording.open(source), failing, output=None, progress=False, log=lambda line: None)
+    assert (failing.counters.rejected, failing.counters.failed, failing.counters.processed) == (25, 1, 0)
+    text = ReplaySummary(frames=1, rejected=25, failed=1).text()
+    assert "26 rejected" not in text and "25 rejected (malformed), 1 failed" in text
+
+
+def test_one_cloud_raising_anything_is_counted_and_named_and_the_replay_goes_on(handler, tmp_path, monkeypatch):
+    """A header numpy cannot lay out (point_step 2**31, legal for a uint32) and a cloud on which anything
+    else raises are each one counted, reported skip naming file, topic and stamp; the other clouds are written."""
+    import dataclasses
+
+    good = _small_cloud()
+    wide = dataclasses.replace(good, point_step=2**31, width=0, row_step=0, data=np.zeros(0, np.uint8))
+    source = _write_clouds(tmp_path / "in", [("/lidar", wide), ("/lidar", good), ("/lidar", good), ("/lidar", good)])
+    process, calls = handler.process, []
+
+    def raising_on_the_third(msg, outputs, **kwargs):
+        calls.append(msg)
+        if len(calls) == 3:
+            raise MemoryError("out of memory in the network")
+        return process(msg, outputs, **kwargs)
+
+    monkeypatch.setattr(handler, "process", raising_on_the_third)
+    lines: list[str] = []
+    summary = replay(Recording.open(source), handler, output=tmp_path / "out", progress=False, log=lines.append)
+    assert (summary.frames, summary.rejected, summary.failed) == (2, 1, 1)
+    assert bag_info(tmp_path / "out") == {"/lidar/segmentation": (CLOUD_TYPE, 2)}
+    assert lines[0].startswith(f"skipped {source}: /lidar @ 1000000 ns: malformed PointCloud2: point_step 2147483648")
+    assert lines[1] == f"skipped {source}: /lidar @ 3000000 ns: unexpected MemoryError: out of memory in the network"
+
+
+def test_a_recording_whose_clouds_are_all_malformed_writes_no_output(handler, tmp_path):
+    import dataclasses
+
+    good = _small_cloud()
+    bad = dataclasses.replace(good, data=np.asarray(good.data)[:5])
+    source = _write_clouds(tmp_path / "in", [("/lidar", bad)] * 3)
+    with pytest.raises(ReplayError, match=f"{source}: none of its 3 clouds could be segmented, so nothing was "
+                                          f"written; the first: {source}: /lidar @ 1000000 ns: malformed"):
+        replay(Recording.open(source), handler, output=tmp_path / "out", progress=False, log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no output, no partial folder
