@@ -12,14 +12,15 @@ Three processes on this computer (DDS restricted to the loopback, a random domai
 - a publisher: the KITTI seq-00 scan 000000 (124,668 points, x y z intensity float32 = 1.99 MB) at
   `--rate` Hz as a best-effort (sensor-data QoS) PointCloud2 stamped with the wall clock at publishing,
   with the same DDS profile (the writer's shared-memory segment is what carries a large sample);
-- a subscriber: the three outputs (reliable, keep last 10, as RViz subscribes) and /diagnostics.
+- a subscriber: the three outputs (reliable, keep last 10, as RViz subscribes), /diagnostics, and the
+  input clouds themselves (best effort), to count what the publisher's clouds lose in transport.
 
 It runs `--seconds` of publishing, waits `--grace` seconds for the last outputs, and prints JSON: clouds
-sent; scans the node processed (its own count, from its last diagnostics report) and received per
-output (distinct stamps), with `missing` = processed - received; end-to-end latency per output (receive
-time - header stamp, ms: p50 / p95 / max); the diagnostics period while scans ran (gaps between the
-node's reports as the subscriber received them: p50 / max, and how many exceeded 1.5 s) and the levels
-and messages it reported; the machine's load average at start and end.
+sent, and received by the subscriber; scans the node processed (its own count, from its last diagnostics
+report) and received per output (distinct stamps), with `missing` = processed - received; end-to-end
+latency per output (receive time - header stamp, ms: p50 / p95 / max); the diagnostics period while
+scans ran (gaps between the node's reports as the subscriber received them: p50 / max, and how many
+exceeded 1.5 s) and the levels and messages it reported; the machine's load average at start and end.
 
     .venv/bin/python benchmarks/live.py --seconds 60
 """
@@ -54,6 +55,10 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     array = np.asarray(values)
     return {"p50": round(float(np.percentile(array, 50)), 1), "p95": round(float(np.percentile(array, 95)), 1),
             "max": round(float(array.max()), 1)}
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 # ------------------------------------------------------------------------------------------ roles
@@ -93,7 +98,7 @@ def run_publisher(args: argparse.Namespace) -> None:
 def run_subscriber(args: argparse.Namespace) -> None:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import PointCloud2
 
@@ -105,7 +110,7 @@ def run_subscriber(args: argparse.Namespace) -> None:
 
     def on_output(name: str, msg) -> None:
         received = time.time_ns()
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header)
         stamps[name].add(stamp)
         latency_ms[name].append((received - stamp) / 1e6)
 
@@ -120,6 +125,9 @@ def run_subscriber(args: argparse.Namespace) -> None:
     subscriptions = [node.create_subscription(PointCloud2, f"/{NODE_NAME}/output/pointcloud/{o}",
                                               lambda m, o=o: on_output(o, m), qos) for o in OUTPUTS]
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    inputs: set[int] = set()
+    node.create_subscription(PointCloud2, INPUT_TOPIC, lambda m: inputs.add(stamp_ns(m.header)),
+                             qos_profile_sensor_data)
     stop = Path(args.result).with_suffix(".stop")  # the orchestrator creates it when the run is over
     deadline = time.monotonic() + 300.0  # the node loads its model before it spins and reports
     while not (reports and all(s.get_publisher_count() > 0 for s in subscriptions)) and time.monotonic() < deadline:
@@ -128,7 +136,7 @@ def run_subscriber(args: argparse.Namespace) -> None:
     while not stop.exists():
         rclpy.spin_once(node, timeout_sec=0.1)
     Path(args.result).write_text(json.dumps({"stamps": {o: sorted(s) for o, s in stamps.items()},
-                                             "latency_ms": latency_ms, "reports": reports}))
+                                             "latency_ms": latency_ms, "reports": reports, "inputs": len(inputs)}))
     node.destroy_node()
     rclpy.shutdown()
 
@@ -192,6 +200,7 @@ def summarise(published: dict, received: dict, started_s: float) -> dict:
         levels[key] = levels.get(key, 0) + 1
     return {
         "sent": published.get("sent"), "bytes_per_cloud": published.get("bytes_per_cloud"),
+        "input_clouds_received_by_the_subscriber": received.get("inputs"),
         "processed": processed, "rejected": int(final.get("rejected", 0)), "failed": int(final.get("failed", 0)),
         "outputs": outputs,
         "every_output_of_every_processed_scan_arrived": all(o["missing"] == 0 for o in outputs.values()),
