@@ -17,7 +17,7 @@ KD_WEIGHT = 0.05  # docs/reference.md §6 item 2: lambda_xm, divided by the numb
 MULTI2D_WEIGHT = 1.0  # docs/reference.md §6 item 3: 2D multi-stage classifier loss, weight 1
 IMPUTATION_WEIGHT = 1.0  # docs/reference.md §14 (ours): MSE of imputed vs real image features
 U2MKD_LOGIT_WEIGHT = 1.0  # docs/reference.md §14 (ours): KL(LiDAR teacher || fusion student) per point
-U2MKD_FEATURE_WEIGHT = 1.0  # docs/reference.md §14 (ours): normalised stage-feature MSE, divided by the stages
+U2MKD_FEATURE_WEIGHT = 1.0  # docs/reference.md §14 (ours): stage-feature cosine distance, divided by the stages
 
 
 class KDMode(str, Enum):

@@ -1,7 +1,7 @@
 """U2MKD (uni-to-multi-modal knowledge distillation): a LiDAR-only teacher distils into the fusion student.
 
 * `teacher`: `LidarTeacher`, a frozen LiDAR-only student loaded from a runtime checkpoint;
-* `losses`: the imputation loss and the normalised stage-feature distillation loss;
+* `losses`: the imputation loss and the stage-feature distillation loss (cosine distance);
 * `criterion`: `U2MKD`, the stage-feature projections + the distillation terms of one step;
 * `inputs`: a training `Batch` -> the fusion student's `FusionInput`.
 

@@ -1,7 +1,7 @@
 """`U2MKD`: the distillation terms of one step from the LiDAR teacher to the fusion student (ref §14).
 
 terms = {"u2mkd_logits": w_logit KL(teacher || student) over every point (batchmean units),
-         "u2mkd_stage{k}": (w_feature / S) normalised MSE between the student's stage-k voxel features,
+         "u2mkd_stage{k}": (w_feature / S) cosine distance between the student's stage-k voxel features,
                            projected to the teacher's width, and the teacher's (S = number of stages)}.
 
 The student's logits are its final ones (with the image where it has one, on the imputation path
