@@ -98,6 +98,19 @@ def test_filtered_removes_the_configured_classes(segmenter, luminar):
     assert removed.sum() > 0 and result.outputs["filtered"].width == int((~removed).sum())
 
 
+def test_filtered_keeps_or_drops_the_unlabelled_points(segmenter, luminar):
+    """Half a Luminar scan lies beyond the +-50 m grid: class 0, kept in the filtered cloud unless asked."""
+    cloud = luminar[0]
+    kept = SegmentationHandler(segmenter, SegmentParams(filtered_classes=())).process(cloud, ["filtered"])
+    dropped = SegmentationHandler(segmenter, SegmentParams(filtered_classes=(), filtered_keep_unlabelled=False)
+                                  ).process(cloud, ["filtered"])
+    unlabelled = kept.class_id == 0
+    assert unlabelled.mean() > 0.4  # outside the grid
+    assert kept.outputs["filtered"].width == cloud.width
+    assert dropped.outputs["filtered"].width == int((~unlabelled).sum())
+    np.testing.assert_array_equal(read_points(dropped.outputs["filtered"]), read_points(cloud)[~unlabelled])
+
+
 def test_label_format_and_probability_switch(segmenter, luminar):
     params = SegmentParams(label_format="label", publish_probability=False)
     result = SegmentationHandler(segmenter, params).process(luminar[1], ["segmentation"])
