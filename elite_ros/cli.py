@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from elite_ros import __version__
 from elite_ros.command import abort_on_signals, run_command
+from elite_ros.cpu_threads import prepare_openmp
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "elite_ros.commands.segment",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` and run the subcommand; bad input: one line ``error: ...`` and SystemExit(2); SIGTERM or
     Ctrl-C: a clean stop (partial outputs removed), one line and SystemExit(128 + signal)."""
+    prepare_openmp()  # before the subcommands load torch: the node's CPU threading (elite_ros.cpu_threads)
     args = build_parser().parse_args(argv)
     with abort_on_signals():
         return run_command(args)
