@@ -46,6 +46,14 @@ KITTI_INTENSITY_SCALE = 1.0  # KITTI .bin reflectance is already 0..1 (shared/da
 LIDAR_KIND = "lidar"  # model_kind of the LiDAR-only student (elite_ros.student)
 FUSION_KIND = "fusion"  # model_kind of the U2MKD fusion student (elite_ros.fusion.MODEL_KIND)
 MODEL_KINDS = (LIDAR_KIND, FUSION_KIND)
+MAX_METADATA_DEPTH = 64  # nesting of the metadata JSON (a training config nests ~5 deep)
+MAX_INTENSITY_SCALE = float(np.finfo(np.float32).max)  # the network's input is float32
+#: safetensors dtypes a floating-point weight may be stored in (upcast to the model's on loading)
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+#: torch dtype -> its safetensors name, for the non-floating buffers (BatchNorm's num_batches_tracked)
+_SAFETENSORS_DTYPES = {torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                       torch.uint8: "U8", torch.bool: "BOOL"}
+MAX_LISTED = 5  # keys named in one error
 
 
 class CheckpointError(ValueError):
@@ -99,8 +107,9 @@ class CheckpointMetadata:
         if bad_keys:
             raise ConfigError("learning_map_inv",
                               f"must map training ids (digit strings) to raw ids, got key(s) {bad_keys[:3]}")
-        if not self.intensity_scale > 0:
-            raise ConfigError("intensity_scale", f"must be a positive number, got {self.intensity_scale}")
+        if not 0 < self.intensity_scale <= MAX_INTENSITY_SCALE:  # NaN and inf fail too
+            raise ConfigError("intensity_scale", f"must be a finite positive number, got {self.intensity_scale}")
+        load_dataclass(VoxelConfig, self.voxel, path="voxel")  # types and ranges, before any model is built
         if self.model_kind not in MODEL_KINDS:
             raise ConfigError("model_kind", f"must be one of {list(MODEL_KINDS)}, got {self.model_kind!r}")
         if (self.camera is not None) != (self.model_kind == FUSION_KIND):
@@ -124,8 +133,14 @@ class CheckpointMetadata:
             values = json.loads(text)
         except json.JSONDecodeError as error:
             raise CheckpointError(f"{source}: metadata is not valid JSON ({error})") from None
+        except RecursionError:
+            raise CheckpointError(f"{source}: metadata nests deeper than Python can read (at most "
+                                  f"{MAX_METADATA_DEPTH} levels are allowed)") from None
         if not isinstance(values, dict):
             raise CheckpointError(f"{source}: metadata must be a JSON object")
+        deep = _deeper_than(values, MAX_METADATA_DEPTH)
+        if deep is not None:
+            raise CheckpointError(f"{source}: metadata field {deep} nests deeper than {MAX_METADATA_DEPTH} levels")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(values) - known)
         if unknown:
@@ -137,8 +152,8 @@ class CheckpointMetadata:
             metadata = load_dataclass(cls, values)
         except ConfigError as error:
             field_name = error.path.split(".")[0].split("[")[0] or "metadata"
-            raise CheckpointError(f"{source}: metadata field(s) of the wrong type: {field_name} must be valid"
-                                  f" ({error})") from None
+            raise CheckpointError(f"{source}: metadata field(s) of the wrong type or out of range: {field_name} "
+                                  f"must be valid ({error})") from None
         version = values.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise CheckpointError(f"{source}: metadata format_version {version}, this runtime reads "
@@ -169,6 +184,27 @@ class CheckpointMetadata:
         inverse = self.learning_map_inv or {}  # resolved by __post_init__
         return ({int(k): int(v) for k, v in self.learning_map.items()},
                 {int(k): int(v) for k, v in inverse.items()})
+
+
+def _deeper_than(value: Any, limit: int) -> str | None:
+    """The top-level key under which `value` (parsed JSON) nests deeper than `limit`, else None (no recursion)."""
+    for key, child in value.items():
+        stack = [(child, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > limit:
+                return str(key)
+            if isinstance(item, dict):
+                stack.extend((v, depth + 1) for v in item.values())
+            elif isinstance(item, list):
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _listed(names: list[str], separator: str = ", ") -> str:
+    """The first MAX_LISTED names, and how many more."""
+    more = len(names) - MAX_LISTED
+    return separator.join(names[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
 def source_commit(repo: Path | None = None) -> str:
@@ -283,8 +319,10 @@ def read_metadata(path: str | Path) -> CheckpointMetadata:
 def load_checkpoint(path: str | Path, model: nn.Module) -> CheckpointMetadata:
     """Load weights into `model` after checking metadata, every key and every shape; returns the metadata.
 
-    Raises CheckpointError naming all missing, unexpected and mis-shaped keys at once, or the metadata
-    fields that disagree with the model. The model is left untouched on error.
+    Raises CheckpointError naming all missing, unexpected, mis-shaped and mistyped keys at once (a floating
+    weight may be stored as F64 / F32 / F16 / BF16, anything else exactly as the model has it), the keys
+    holding NaN or infinite values, or the metadata fields that disagree with the model. The model is left
+    untouched on error.
     """
     path = Path(path)
     metadata = read_metadata(path)
@@ -294,11 +332,16 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> CheckpointMetadata:
         found_keys = set(handle.keys())
         missing = sorted(set(expected) - found_keys)
         unexpected = sorted(found_keys - set(expected))
-        misshaped = []
+        misshaped, mistyped = [], []
         for name in sorted(found_keys & set(expected)):
-            shape = tuple(handle.get_slice(name).get_shape())
+            stored = handle.get_slice(name)
+            shape = tuple(stored.get_shape())
             if shape != tuple(expected[name].shape):
                 misshaped.append(f"{name} {list(shape)} in file, {list(expected[name].shape)} in model")
+            wanted = expected[name].dtype
+            allowed = FLOAT_DTYPES if wanted.is_floating_point else (_SAFETENSORS_DTYPES.get(wanted, str(wanted)),)
+            if stored.get_dtype() not in allowed:
+                mistyped.append(f"{name} {stored.get_dtype()} in file, {' / '.join(allowed)} expected")
         problems = []
         if missing:
             problems.append(f"missing keys {missing}")
@@ -306,9 +349,16 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> CheckpointMetadata:
             problems.append(f"unexpected keys {unexpected}")
         if misshaped:
             problems.append(f"mis-shaped keys [{'; '.join(misshaped)}]")
+        if mistyped:
+            problems.append(f"{len(mistyped)} keys of the wrong dtype [{_listed(mistyped, '; ')}]")
         if problems:
             raise CheckpointError(f"{path}: weights do not fit the model: " + "; ".join(problems))
         tensors = {name: handle.get_tensor(name) for name in found_keys}
+    not_finite = sorted(name for name, tensor in tensors.items()
+                        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()))
+    if not_finite:
+        raise CheckpointError(f"{path}: weights hold NaN or infinite values in {len(not_finite)} of {len(tensors)} "
+                              f"keys: {_listed(not_finite)}")
     model.load_state_dict(tensors, strict=True)
     return metadata
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .student import Student, StudentConfig, StudentInput, StudentOutput
+from .student import MAX_CHANNELS, MAX_STAGES, Student, StudentConfig, StudentInput, StudentOutput
 from .voxel import MultiScaleVoxels
 
 MODEL_KIND = "fusion"  # checkpoint metadata `model_kind` of this network (the LiDAR student is "lidar")
@@ -47,6 +47,7 @@ IMAGE_WIDTHS = (16, 32, 64, 96)  # ref §14: channels of the image branch's four
 IMAGE_CHANNELS = 64  # ref §14: image feature channels per pixel / point (ours; = the 3D branch's width)
 IMAGE_DOWNSAMPLE = 2  # ref §14: the camera image enters the CNN average-pooled 2x (621 x 188 for KITTI)
 OUTPUT_LEVEL = 1  # ref §14: the image features come out at level 1 (1/4 of the pooled image)
+MAX_IMAGE_DOWNSAMPLE = 64  # a checkpoint's bound: a 1242-pixel KITTI row pooled to 19 pixels
 IMPUTATION_HIDDEN = 64  # ref §14: imputation head Linear(decoder, 64) -> ReLU -> Linear(64, image.channels)
 
 
@@ -68,12 +69,13 @@ class ImageFusionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        if len(self.widths) < OUTPUT_LEVEL + 1 or any(w < 1 for w in self.widths):
-            raise ValueError(f"ImageFusionConfig.widths must hold at least {OUTPUT_LEVEL + 1} positive widths,"
-                             f" got {self.widths}")
-        for name in ("channels", "downsample"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ImageFusionConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not OUTPUT_LEVEL + 1 <= len(self.widths) <= MAX_STAGES or any(not 1 <= w <= MAX_CHANNELS
+                                                                          for w in self.widths):
+            raise ValueError(f"ImageFusionConfig.widths must hold {OUTPUT_LEVEL + 1}..{MAX_STAGES} widths in "
+                             f"1..{MAX_CHANNELS}, got {self.widths}")
+        for name, limit in (("channels", MAX_CHANNELS), ("downsample", MAX_IMAGE_DOWNSAMPLE)):
+            if not 1 <= int(getattr(self, name)) <= limit:
+                raise ValueError(f"ImageFusionConfig.{name} must lie in 1..{limit}, got {getattr(self, name)}")
 
     @property
     def feature_stride(self) -> int:

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .labels import NUM_CLASSES
+from .labels import MAX_CLASSES, NUM_CLASSES
 from .sparse import SparseGrid, SubMConv3d, fold_batch_norm, resolve_backend
 from .voxel import MultiScaleVoxels, VoxelConfig, voxelise
 
@@ -48,6 +48,11 @@ LEAKY_SLOPE = 0.1  # ref §3: LeakyReLU(0.1)
 OFFSET_FEATURES = 6  # ref §3: xyz - voxel mean, xyz - voxel corner
 CONTEXT_FACTOR = 2  # ref §3: point-encoder context on the 2x coarser grid
 EXPECTED_PARAMETERS = 1_933_460  # ref §3 / §12: the official student, counted
+# Upper bounds of an architecture (a checkpoint's metadata is checked against them before anything is built):
+MAX_CHANNELS = 512  # twice the widest published 2DPASS student ("6scale-256dimension"); 2048 would be GBs
+MAX_IN_FEATURES = 64  # x, y, z + per-point channels
+MAX_STAGES = 8  # the official students have 4 or 6 (ref §1: scale_list)
+MAX_STAGE_SCALE = 1024  # a 102 m cell at the 0.1 m base voxel: the whole default grid
 
 
 @dataclass(frozen=True)
@@ -62,13 +67,18 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage_scales", tuple(int(s) for s in self.stage_scales))
-        for name in ("in_features", "hidden_channels", "num_classes", "decoder_channels"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"StudentConfig.{name} must be >= 1, got {getattr(self, name)}")
+        limits = {"in_features": MAX_IN_FEATURES, "hidden_channels": MAX_CHANNELS, "num_classes": MAX_CLASSES,
+                  "decoder_channels": MAX_CHANNELS}
+        for name, limit in limits.items():
+            if not 1 <= int(getattr(self, name)) <= limit:
+                raise ValueError(f"StudentConfig.{name} must lie in 1..{limit}, got {getattr(self, name)}")
         if self.in_features < 3:
             raise ValueError(f"StudentConfig.in_features must be >= 3 (x, y, z first), got {self.in_features}")
         if not self.stage_scales or any(b <= a for a, b in zip((1,) + self.stage_scales, self.stage_scales)):
             raise ValueError(f"StudentConfig.stage_scales must increase from > 1, got {self.stage_scales}")
+        if len(self.stage_scales) > MAX_STAGES or self.stage_scales[-1] > MAX_STAGE_SCALE:
+            raise ValueError(f"StudentConfig.stage_scales must hold at most {MAX_STAGES} scales up to "
+                             f"{MAX_STAGE_SCALE}, got {self.stage_scales}")
 
     @property
     def input_scales(self) -> tuple[int, ...]:

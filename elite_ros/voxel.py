@@ -33,6 +33,11 @@ VOXEL_SIZE = 0.1  # metres, base cube edge (ref §2: 1000 cells over 100 m)
 MIN_BOUND = (-50.0, -50.0, -4.0)  # metres, x y z (ref §1: min_volume_space)
 MAX_BOUND = (50.0, 50.0, 2.0)  # metres, x y z (ref §1: max_volume_space)
 SCALES = (1, 2, 4, 8, 16)  # base grid + the four SPV block scales (ref §1: scale_list + [1])
+#: most base cells a grid may have: the int64 cell key (`sparse.keys`) of a padded grid then leaves room for
+#: 2**22 scans per batch (default grid: 1000 x 1000 x 60 = 6e7 cells)
+MAX_GRID_CELLS = 2**40
+MAX_AXIS_CELLS = 2**31 - 1  # cell coordinates are int32
+MAX_SCALES = 16  # grid levels (the student uses 5)
 
 
 @dataclass(frozen=True)
@@ -49,15 +54,23 @@ class VoxelConfig:
     scales: tuple[int, ...] = SCALES
 
     def __post_init__(self) -> None:
-        if not self.voxel_size > 0:
-            raise ValueError(f"VoxelConfig.voxel_size must be > 0, got {self.voxel_size}")
+        if not (self.voxel_size > 0 and math.isfinite(self.voxel_size)):
+            raise ValueError(f"VoxelConfig.voxel_size must be a finite number > 0, got {self.voxel_size}")
         if len(self.min_bound) != 3 or len(self.max_bound) != 3:
             raise ValueError("VoxelConfig.min_bound and max_bound must each hold 3 values (x, y, z)")
         for axis, lo, hi in zip("xyz", self.min_bound, self.max_bound):
+            if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(hi - lo)):
+                raise ValueError(f"VoxelConfig bounds must be finite, got {axis} from {lo} to {hi}")
             if not lo < hi:
                 raise ValueError(f"VoxelConfig bounds: min_bound {axis}={lo} must be < max_bound {axis}={hi}")
-        if not self.scales or any(int(s) != s or s < 1 for s in self.scales):
-            raise ValueError(f"VoxelConfig.scales must be positive integers, got {self.scales}")
+        if (not self.scales or len(self.scales) > MAX_SCALES
+                or any(not (math.isfinite(s) and int(s) == s >= 1) for s in self.scales)):
+            raise ValueError(f"VoxelConfig.scales must be 1..{MAX_SCALES} positive integers, got {self.scales}")
+        cells = [round((hi - lo) / self.voxel_size) for lo, hi in zip(self.min_bound, self.max_bound)]  # base_cells
+        if any(not 1 <= c <= MAX_AXIS_CELLS for c in cells) or math.prod(cells) > MAX_GRID_CELLS:
+            shown = " x ".join(f"{c:.3g}" for c in cells)
+            raise ValueError(f"VoxelConfig.voxel_size {self.voxel_size} m gives {shown} base cells: it must give "
+                             f"1..{MAX_AXIS_CELLS} per axis and at most {MAX_GRID_CELLS} in all (the int64 cell key)")
         if 1 not in self.scales:
             raise ValueError(f"VoxelConfig.scales must contain 1 (the base grid), got {self.scales}")
         # dataclass(frozen) + tuples from YAML lists

@@ -178,7 +178,8 @@ def test_metadata_of_the_wrong_type_is_refused_naming_the_field(tmp_path, name, 
     metadata = json.loads(read_metadata(path).to_json())
     metadata[name] = value
     text = json.dumps(metadata)
-    with pytest.raises(CheckpointError, match=rf"x: metadata field\(s\) of the wrong type: {name} must") as raised:
+    wrong = rf"x: metadata field\(s\) of the wrong type or out of range: {name} must"
+    with pytest.raises(CheckpointError, match=wrong) as raised:
         CheckpointMetadata.from_json(text, source="x")
     assert name in str(raised.value)
     with pytest.raises(CheckpointError, match=name):
@@ -257,3 +258,97 @@ def test_default_checkpoint_name_changes_with_the_architecture(monkeypatch):
     assert default_checkpoint_name() != name
     monkeypatch.undo()
     assert default_checkpoint_name() == name
+
+
+# ------------------------------------------------------------------------------------------ hostile files
+
+
+def _edited_metadata(path, edit) -> str:
+    metadata = json.loads(read_metadata(path).to_json())
+    edit(metadata)
+    return json.dumps(metadata)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m["architecture"].update(hidden_channels="64"), "architecture.hidden_channels: must be an integer"),
+    (lambda m: m["architecture"].update(hidden_channels=64.5), "architecture.hidden_channels: must be an integer"),
+    (lambda m: m["architecture"].update(hidden_channels=True), "architecture.hidden_channels: must be an integer"),
+    (lambda m: m["architecture"].update(hidden_channels=2048), "hidden_channels must lie in 1..512, got 2048"),
+    (lambda m: m["architecture"].update(decoder_channels=10**9), "decoder_channels must lie in 1..512"),
+    (lambda m: m["architecture"].update(stage_scales=list(range(2, 40))), "stage_scales must hold at most 8"),
+    (lambda m: m["voxel"].update(voxel_size=1e-7), "voxel: VoxelConfig.voxel_size 1e-07 m gives 1e+09 x 1e+09"),
+    (lambda m: m["voxel"].update(voxel_size=64.5), "voxel_size 64.5 m gives 2 x 2 x 0 base cells"),
+    (lambda m: m["voxel"].update(max_bound=[float("inf"), 50.0, 2.0]), "voxel: VoxelConfig bounds must be finite"),
+    (lambda m: m["voxel"].update(voxel_size=float("nan")), "voxel_size must be a finite number > 0, got nan"),
+    (lambda m: m.update(intensity_scale=float("inf")), "intensity_scale: must be a finite positive number"),
+    (lambda m: m.update(intensity_scale=1e300), "intensity_scale: must be a finite positive number"),
+])
+def test_architecture_voxels_and_scale_are_checked_before_anything_is_built(tmp_path, monkeypatch, edit, message):
+    """Types and bounds first: a mistyped field is a CheckpointError naming file and field (it was a TypeError),
+    a huge network is never allocated, a voxel size that overflows the int64 cell key or an infinite bound
+    never loads (they gave wrong voxels / OverflowError)."""
+    from elite_ros import segmenter as segmenter_module
+    from elite_ros.segmenter import Segmenter
+
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    broken = _rewrite(path, metadata_json=_edited_metadata(path, edit))
+    built = []
+    monkeypatch.setattr(segmenter_module, "Student", lambda *args, **kwargs: built.append(args) or 1 / 0)
+    with pytest.raises(CheckpointError) as raised:
+        Segmenter.from_checkpoint(broken, device="cpu", warmup=False)
+    assert message in str(raised.value) and str(broken) in str(raised.value) and "\n" not in str(raised.value)
+    assert built == [], "a model was built before the metadata were checked"
+
+
+def test_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    text = read_metadata(path).to_json()
+    for depth in (100_000, 100):  # deeper than the JSON parser's recursion; deeper than MAX_METADATA_DEPTH
+        deep = text[:-1] + ', "training": {"x": ' + "[" * depth + "]" * depth + "}}"
+        with pytest.raises(CheckpointError, match="nests deeper than"):
+            read_metadata(_rewrite(path, metadata_json=deep))
+
+
+@pytest.mark.parametrize(("convert", "message"), [
+    (lambda t: t.to(torch.int64), "I64 in file, F64 / F32 / F16 / BF16 expected"),
+    (lambda t: t.bool(), "BOOL in file, F64 / F32 / F16 / BF16 expected"),
+])
+def test_weights_of_another_dtype_are_refused_naming_them(tmp_path, convert, message):
+    """int64 and bool weights were cast silently; float16 (export --half) and bfloat16 still load."""
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    tensors = load_file(str(path))
+    name = "classifier.0.weight"
+    with pytest.raises(CheckpointError, match=rf"1 keys of the wrong dtype \[{name} {message}\]"):
+        load_checkpoint(_rewrite(path, tensors={**tensors, name: convert(tensors[name])}), _model(1))
+    for half in (torch.float16, torch.bfloat16):
+        halved = {k: v.to(half) if v.is_floating_point() else v for k, v in tensors.items()}
+        load_checkpoint(_rewrite(path, tensors=halved), _model(1))
+
+
+def test_non_finite_weights_are_refused_naming_them(tmp_path):
+    """All-NaN weights loaded with trained: true and labelled every point 0."""
+    model = _model(0)
+    path = save_checkpoint(tmp_path / "s.safetensors", model, make_metadata(model, trained=True))
+    tensors = load_file(str(path))
+    nan = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}
+    with pytest.raises(CheckpointError, match=rf"weights hold NaN or infinite values in \d+ of {len(tensors)} keys"):
+        load_checkpoint(_rewrite(path, tensors=nan), _model(1))
+    one_inf = dict(tensors)
+    one_inf["classifier.2.bias"] = one_inf["classifier.2.bias"].clone()
+    one_inf["classifier.2.bias"][3] = float("inf")
+    with pytest.raises(CheckpointError, match=r"in 1 of \d+ keys: classifier.2.bias$"):
+        load_checkpoint(_rewrite(path, tensors=one_inf), _model(1))
+
+
+def test_the_cli_names_the_checkpoint_not_the_backend(tmp_path, capsys, luminar_bags):
+    """The warm-up of a voxel grid it cannot build used to be reported as "invalid parameter 'backend'"."""
+    from elite_ros import cli
+
+    path = save_checkpoint(tmp_path / "s.safetensors", _model(0))
+    broken = _rewrite(path, metadata_json=_edited_metadata(path, lambda m: m["voxel"].update(voxel_size=64.5)))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["segment", str(luminar_bags["mcap"]), str(tmp_path / "out"), "--checkpoint", str(broken),
+                  "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"error: invalid parameter 'checkpoint': {broken}: metadata field" in err
+    assert "voxel_size 64.5" in err and "backend" not in err
