@@ -128,6 +128,28 @@ def measure(checkpoint: Path, device: str, precision: str, runs: int, warmup: in
     return result
 
 
+def fusion_report(*, runs: int, warmup: int, threads: int, devices: list[str] | None = None,
+                  checkpoint: Path | None = None) -> dict[str, object]:
+    """Everything this script prints, as a dict (benchmarks/student.py --fusion adds it to its report)."""
+    torch.set_num_threads(threads)
+    devices = devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    with tempfile.TemporaryDirectory() as scratch:
+        parameters = {}
+        if checkpoint is None:
+            torch.manual_seed(0)
+            model = FusionStudent()
+            checkpoint = save_checkpoint(Path(scratch) / "fusion.safetensors", model, make_metadata(model))
+            parameters = {"fusion_student": count_parameters(model), "lidar_branch": count_parameters(model.lidar)}
+        configurations = {}
+        for device in devices:
+            for precision in (["fp32", "fp16"] if device.startswith("cuda") else ["fp32"]):
+                configurations[f"{device}/{precision}"] = measure(checkpoint, device, precision, runs, warmup)
+    return {"image_branch": image_branch_figures(), "parameters": parameters,
+            "stages": list(PREDICTION_STAGES) + ["image_branch", "points_to_image"], "threads": threads,
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "runs": runs,
+            "configurations": configurations}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="fusion .safetensors (default: a seeded untrained one)")
@@ -136,28 +158,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the node's default: 1)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    with tempfile.TemporaryDirectory() as scratch:
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            torch.manual_seed(0)
-            model = FusionStudent()
-            checkpoint = save_checkpoint(Path(scratch) / "fusion.safetensors", model, make_metadata(model))
-            parameters = {"fusion_student": count_parameters(model), "lidar_branch": count_parameters(model.lidar)}
-        else:
-            parameters = {}
-        out: dict[str, object] = {"image_branch": image_branch_figures(), "parameters": parameters,
-                                  "stages": list(PREDICTION_STAGES) + ["image_branch", "points_to_image"],
-                                  "threads": args.threads,
-                                  "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                                  "runs": args.runs, "configurations": {}}
-        configurations = out["configurations"]
-        assert isinstance(configurations, dict)
-        for device in devices:
-            for precision in (["fp32", "fp16"] if device.startswith("cuda") else ["fp32"]):
-                configurations[f"{device}/{precision}"] = measure(checkpoint, device, precision, args.runs, args.warmup)
-    print(json.dumps(out, indent=1))
+    print(json.dumps(fusion_report(runs=args.runs, warmup=args.warmup, threads=args.threads, devices=args.devices,
+                                   checkpoint=args.checkpoint), indent=1))
 
 
 if __name__ == "__main__":

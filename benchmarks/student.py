@@ -249,6 +249,9 @@ def main() -> None:
                         help="each run's scan lacks its own random fraction of the points, as consecutive scans "
                              f"differ (default {DEFAULT_DROP}; 0 repeats the scan itself)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the official-voxeliser comparison")
+    parser.add_argument("--fusion", action="store_true", help="also the U2MKD fusion student, with and without an "
+                        "image: latency per stage, the image branch's share, its parameters and FLOPs "
+                        "(benchmarks/fusion_student.py, after the other configurations)")
     args = parser.parse_args()
     if not args.scan.is_file():
         parser.error(f"--scan: no such file {args.scan}")
@@ -310,6 +313,12 @@ def main() -> None:
             entry["co_load_p99_over_quiet_p50"] = round(entry["co_load"]["latency_ms"]["total"]["p99"] / quiet_p50, 2)
         report["results"].append(entry)
         worker.close()
+    if args.fusion:
+        from fusion_student import fusion_report
+
+        report["fusion_student"] = fusion_report(runs=args.runs, warmup=args.warmup, threads=args.threads[0],
+                                                 devices=(["cpu"] * (not args.no_cpu)
+                                                          + ["cuda"] * (not args.no_gpu and torch.cuda.is_available())))
     report["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
 
