@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from elite_ros import strict_yaml
 from elite_ros.cloud import DEFAULT_INTENSITY_FIELDS  # tried in order when `intensity_field` is empty
 from elite_ros.config_loader import ConfigError, dump_dataclass, load_dataclass
 from elite_ros.labels import ClassTable
@@ -256,6 +258,10 @@ def validate(values: Mapping[str, Any]) -> None:
 
     Raises ParameterError naming the parameter.
     """
+    for name, value in values.items():  # JSON-schema bounds let NaN through: every comparison with it is false
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ParameterError(name, f"must be a finite number, got {number}")
     document = {WILDCARD_NODE: {ROS_PARAMS_KEY: _plain(values)}}
     validator = jsonschema.Draft7Validator(load_schema())
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
@@ -312,18 +318,24 @@ def read_params_document(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a ROS 2 params file, as the node and the bag tools read it.
 
     Raises FileNotFoundError for a missing file, and ParameterError('params_file') with the path, line and
-    column of a YAML error, or for a file whose top level is not a mapping of node sections: one line each,
-    where rcl's own parser would end the node with a traceback.
+    column of a YAML error (aliases and duplicate keys included: `elite_ros.strict_yaml`), for a file that is
+    not UTF-8 or cannot be read, or whose top level is not a mapping of node sections: one line each, where
+    rcl's own parser would end the node with a traceback.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ParameterError("params_file", f"{path} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ParameterError("params_file", f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+                                            f"offset {error.start})") from None
+    try:
+        document = strict_yaml.load(text) or {}
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or " ".join(str(error).split())
+        where, problem = strict_yaml.describe(error)
         raise ParameterError("params_file", f"{path} is not valid YAML{where}: {problem}") from None
     if not isinstance(document, dict):
         raise ParameterError("params_file", f"{path}: not a ROS 2 params file (expected '/**: ros__parameters: ...')")

@@ -335,3 +335,17 @@ def test_a_killed_segment_run_leaves_a_partial_that_the_next_run_removes(capsys,
                        "--device", "cpu")
     assert code == 0, err
     assert not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out", "small"]
+
+
+def test_parameter_values_the_cli_cannot_use_are_one_line_each(capsys, luminar_bags, tmp_path):
+    """`-p min_range=.nan` ran (exit 0) with no point labelled; `-p 'max_range=[1,'` gave a YAML traceback."""
+    for item, message in (("min_range=.nan", "error: invalid parameter 'min_range': must be a finite number, got nan"),
+                          ("max_range=[1,", "error: invalid parameter 'max_range': value '[1,' is not valid YAML: "),
+                          ("filtered_classes={a: 1, a: 2}", "found duplicate key 'a'")):
+        code, _, err = run(capsys, "segment", luminar_bags["mcap"], tmp_path / "o", "-p", item)
+        assert code == 2 and message in _one_error_line(err), err
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"/**:\n  ros__parameters:\n    checkpoint: caf\xe9\n")
+    code, _, err = run(capsys, "segment", luminar_bags["mcap"], tmp_path / "o", "--params-file", latin)
+    assert code == 2 and f"{latin} is not UTF-8 text" in _one_error_line(err)
+    assert not (tmp_path / "o").exists()

@@ -361,6 +361,20 @@ def test_main_reports_a_broken_or_missing_params_file_in_one_line(tmp_path, capf
     assert len(err) == 1 and "params file not found" in err[0] and "missing.yaml" in err[0]
 
 
+@pytest.mark.parametrize(("text", "problem"), [
+    (b"/**:\n  ros__parameters:\n    device: caf\xe9\n", "is not UTF-8 text"),
+    (b"/**:\n  ros__parameters:\n    device: &d cpu\n    backend: *d\n", "found alias '*d'"),
+    (b"/**:\n  ros__parameters:\n    device: cpu\n    device: cuda\n", "found duplicate key 'device'"),
+])
+def test_main_refuses_params_files_that_are_not_utf8_or_use_aliases_or_repeat_keys(tmp_path, capfd, text, problem):
+    """A file that is not UTF-8 ended segment_node with a traceback naming no file (exit 1)."""
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text)
+    assert main(["--ros-args", "--params-file", str(path)]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and str(path) in err[0] and problem in err[0], err
+
+
 def test_params_files_of_a_command_line():
     from elite_ros.node import params_files
 

@@ -183,3 +183,52 @@ def test_intensity_field_names_defined_once():
 
     assert params.DEFAULT_INTENSITY_FIELDS is cloud.DEFAULT_INTENSITY_FIELDS
     assert SegmentParams().intensity_fields is cloud.DEFAULT_INTENSITY_FIELDS
+
+
+def _numbers_of_the_schema() -> list[str]:
+    return [name for name, prop in parameter_schema().items() if prop["type"] == "number"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_every_number_parameter_refuses_nan_and_infinity(value):
+    """JSON-schema bounds let NaN through (every comparison with NaN is false): `min_range: .nan` used to run
+    with no point labelled."""
+    names = _numbers_of_the_schema()
+    assert {"min_range", "max_range", "intensity_max", "latency_budget_ms"} <= set(names)
+    for name in names:
+        with pytest.raises(ParameterError, match=rf"invalid parameter '{name}': must be a finite number, got"):
+            SegmentParams.from_dict({name: value})
+    extrinsic = [1.0, 0, 0, 0, 0, 1.0, 0, 0, 0, 0, 1.0, value]
+    with pytest.raises(ParameterError, match="'camera.extrinsic': must be a finite number"):
+        SegmentParams.from_dict({"camera.extrinsic": extrinsic})
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (b"/**:\n  ros__parameters:\n    checkpoint: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 43)"),
+    (b"/**:\n  ros__parameters:\n    max_range: 100.0\n    max_range: 50.0\n",
+     "is not valid YAML (line 4, column 5): found duplicate key 'max_range'"),
+    (b"/**:\n  ros__parameters:\n    filtered_classes: &c [road]\n    x: *c\n",
+     "is not valid YAML (line 4, column 8): found alias '*c'"),
+])
+def test_params_files_that_are_not_utf8_repeat_a_key_or_use_aliases_are_refused_naming_the_file(
+        tmp_path: Path, text: bytes, problem: str):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ParameterError) as info:
+        load_params_file(path)
+    assert str(info.value).startswith(f"invalid parameter 'params_file': {path} {problem}"), str(info.value)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path):
+    """0.4 KB of nested aliases names 9**9 strings: it took 44 s and 1 GB to refuse (or accept)."""
+    import time
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    camera:\n" + "".join(f"      {line}\n" for line in lines))
+    assert path.stat().st_size < 512
+    start = time.perf_counter()
+    with pytest.raises(ParameterError, match="found alias"):
+        load_params_file(path)
+    assert time.perf_counter() - start < 5.0  # a bound for a shared CI machine, not a timing figure

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from elite_ros import __version__
+from elite_ros import __version__, strict_yaml
 from elite_ros.evaluate import Evaluation
 from elite_ros.handler import SegmentationHandler
 from elite_ros.params import ParameterError, SegmentParams, load_params_file
@@ -41,7 +41,11 @@ def params_from_args(args: argparse.Namespace) -> SegmentParams:
         if "=" not in item:
             raise ParameterError(item, "expected NAME=VALUE")
         name, value = item.split("=", 1)
-        overrides[name.strip()] = yaml.safe_load(value)
+        try:
+            overrides[name.strip()] = strict_yaml.load(value)
+        except yaml.YAMLError as error:
+            raise ParameterError(name.strip(), f"value {value!r} is not valid YAML: {strict_yaml.describe(error)[1]}"
+                                 ) from None
     for name in ("checkpoint", "device"):
         if getattr(args, name, None):
             overrides[name] = getattr(args, name)
