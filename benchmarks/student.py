@@ -11,10 +11,12 @@ differ; `--drop 0` repeats the scan itself), Hz (1000 / mean total), and peak me
 
 Every configuration (device, backend, precision, `--threads`, `--omp-wait`) runs in its own process,
 started with the environment the node would give it (OpenMP's wait policy is read when torch loads), and
-the configurations are interleaved call by call, so a drift of the shared machine's load hits them alike.
-Peak memory is that process's ``ru_maxrss`` (no sampling thread competes with the timed work) and
-torch.cuda.max_memory_allocated on the GPU. CPU runs are fp32, plus bf16 when the CPU has native bf16
-units (AVX512-BF16 / AMX; `--cpu-precisions` overrides); GPU runs (when CUDA is available) fp32 and fp16.
+the configurations are interleaved call by call, so a drift of the shared machine's load hits them
+alike. Peak memory is that process's ``ru_maxrss`` (no sampling thread competes with the timed work;
+`--sampler-thread` adds, per configuration, a twin that runs the 2 ms RSS sampler earlier versions of
+this script ran, to show what it cost them) and torch.cuda.max_memory_allocated on the GPU. CPU runs are
+fp32, plus bf16 when the CPU has native bf16 units (AVX512-BF16 / AMX; `--cpu-precisions` overrides);
+GPU runs (when CUDA is available) fp32 and fp16.
 
 `--co-load N` starts N busy processes (one spinning core each, benchmarks/co_load.py) and alternates
 blocks of `--block` rounds with them paused and running: each configuration is reported `quiet` and
@@ -29,6 +31,7 @@ weights. Also measured, as the baseline the issue compares against: the official
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -43,8 +46,9 @@ import torch
 from co_load import BusyProcesses, Worker, peak_rss_mb
 
 from elite_ros.checkpoint import default_checkpoint
-from elite_ros.cpu_threads import DEFAULT_THREADS, OPENMP_WAIT_POLICY
+from elite_ros.cpu_threads import OPENMP_WAIT_POLICY
 from elite_ros.device import PRECISIONS, cpu_supports_precision
+from elite_ros.params import parameter_schema
 from elite_ros.segmenter import BOOKKEEPING_THREADS
 from elite_ros.sparse import available_backends
 from elite_ros.voxel import VoxelConfig, in_range_mask, voxelise
@@ -131,7 +135,9 @@ def _load_configuration(config: dict) -> tuple:
     def run(index: int) -> dict:
         kept = scan_variant(points, index, config["drop"])
         fields = {"x": kept[:, 0], "y": kept[:, 1], "z": kept[:, 2], "intensity": kept[:, 3]}
-        result = handler.process(kitti_cloud(fields, stamp_ns=index * 100_000_000), OUTPUTS)
+        msg = kitti_cloud(fields, stamp_ns=index * 100_000_000)
+        with PeakRss() if config["sampler_thread"] else contextlib.nullcontext():
+            result = handler.process(msg, OUTPUTS)
         if not result.ok:
             raise RuntimeError(result.error)
         return result.timings_ms
@@ -227,8 +233,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: untrained)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per configuration and phase (>= 20 for p99)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--threads", type=int, nargs="+", default=[DEFAULT_THREADS],
-                        help=f"torch CPU thread counts to measure (0 = one per core; default {DEFAULT_THREADS}, the "
+    node_threads = parameter_schema()["threads"]["default"]
+    parser.add_argument("--threads", type=int, nargs="+", default=[node_threads],
+                        help=f"torch CPU thread counts to measure (0 = one per core; default {node_threads}, the "
                              "node's default); GPU runs use the first")
     parser.add_argument("--omp-wait", nargs="+", default=[OPENMP_WAIT_POLICY.lower()],
                         choices=["passive", "active", "unset"],
@@ -252,6 +259,9 @@ def main() -> None:
     parser.add_argument("--fusion", action="store_true", help="also the U2MKD fusion student, with and without an "
                         "image: latency per stage, the image branch's share, its parameters and FLOPs "
                         "(benchmarks/fusion_student.py, after the other configurations)")
+    parser.add_argument("--sampler-thread", action="store_true",
+                        help="also run every CPU configuration with the 2 ms RSS-sampling thread that earlier versions "
+                             "of this script ran beside the timed work (PeakRss), to see what it cost them")
     args = parser.parse_args()
     if not args.scan.is_file():
         parser.error(f"--scan: no such file {args.scan}")
@@ -280,16 +290,18 @@ def main() -> None:
     configurations = []
     if not args.no_cpu:
         precisions = args.cpu_precisions or [p for p in ("fp32", "bf16") if cpu_supports_precision(p)]
-        configurations += [("cpu", backend, precision, threads, wait) for precision in precisions
-                           for threads in args.threads for wait in args.omp_wait for backend in backends]
+        samplers = [False, True] if args.sampler_thread else [False]
+        configurations += [("cpu", backend, precision, threads, wait, sampler) for precision in precisions
+                           for threads in args.threads for wait in args.omp_wait for backend in backends
+                           for sampler in samplers]
     if not args.no_gpu and torch.cuda.is_available():
-        configurations += [("cuda", backend, precision, args.threads[0], args.omp_wait[0]) for backend in backends
-                           for precision in ("fp32", "fp16")]
+        configurations += [("cuda", backend, precision, args.threads[0], args.omp_wait[0], False)
+                           for backend in backends for precision in ("fp32", "fp16")]
     workers = []
-    for device, backend, precision, threads, wait in configurations:
+    for device, backend, precision, threads, wait, sampler in configurations:
         config = {"device": device, "backend": backend, "precision": precision, "threads": threads,
-                  "omp_wait": wait, "checkpoint": str(checkpoint), "scan": str(args.scan), "drop": args.drop,
-                  "tta_votes": args.tta_votes}
+                  "omp_wait": wait, "sampler_thread": sampler, "checkpoint": str(checkpoint), "scan": str(args.scan),
+                  "drop": args.drop, "tta_votes": args.tta_votes}
         workers.append(Worker(_load_configuration, config,
                               env={"OMP_WAIT_POLICY": None if wait == "unset" else wait.upper()}))
     ready = [w for w in workers if w.wait_ready()]
@@ -324,7 +336,7 @@ def main() -> None:
 
 
 def _entry(config: dict) -> dict:
-    return {key: config[key] for key in ("device", "backend", "precision", "threads", "omp_wait")}
+    return {key: config[key] for key in ("device", "backend", "precision", "threads", "omp_wait", "sampler_thread")}
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """How inference uses the CPU's cores when other processes share them: torch threads and OpenMP waiting.
 
 torch runs its CPU operators on an OpenMP team (libgomp in the PyPI wheels). Every parallel operator
-ends at a barrier where each thread waits for the slowest. When other processes keep the cores busy,
-one thread of the team is often descheduled, and the others wait a scheduler slice for it, hundreds of
-times per scan: on this project's 2-core machine with two busy co-processes, the KITTI scan took
-seconds per scan on 2 threads against well under a second on 1 (`benchmarks/student.py --co-load 2`).
-So the node runs the network on `threads` torch threads (parameter; `DEFAULT_THREADS`), and idle
-OpenMP threads sleep instead of spinning (`prepare_openmp`), which matters when `threads` > 1.
+ends at a barrier, where libgomp's threads spin (up to ~300,000 iterations) before they sleep. When other
+processes want the cores, a spinning thread burns the time the descheduled member of its team needs,
+hundreds of times per scan. Measured on this project's 2-core machine (`benchmarks/student.py --co-load 2
+--threads 1 2 --omp-wait passive unset`, the KITTI scan through the handler, background load 4-6):
+2 threads spinning: fp32 p50 7.4 s quiet, p99 47 s beside two busy processes; 2 threads waiting
+passively: 1.15 s and 4.3 s; 1 thread: 1.2 s and 6.4 s. So idle OpenMP threads sleep (`prepare_openmp`,
+before torch loads), and the network runs on the `threads` parameter's count (schema default: 2, the
+fastest quiet and loaded here). torch's inter-op pool is left alone: eager inference never uses it.
 """
 from __future__ import annotations
 
@@ -14,9 +16,6 @@ import os
 import sys
 from collections.abc import MutableMapping
 
-#: torch CPU threads of the node by default: the setting whose p99 latency held best under co-load
-#: (benchmarks/student.py --co-load 2, README "CPU threads on a shared computer")
-DEFAULT_THREADS = 1
 #: OpenMP wait policy the node asks for: waiting threads yield the core at once (libgomp: spin count 0)
 #: instead of spinning up to ~300,000 iterations first, time a busy co-process could have used
 OPENMP_WAIT_POLICY = "PASSIVE"
