@@ -195,7 +195,7 @@ def summarise(published: dict, received: dict, started_s: float) -> dict:
     during = [r for r in reports if r["t"] >= started_s and int(r["values"].get("processed", 0)) < processed] or reports
     gaps = np.diff([r["t"] for r in during]).tolist()
     levels: dict[str, int] = {}
-    for r in (r for r in reports if r["t"] >= started_s):
+    for r in (r for r in reports if int(r["values"].get("processed", 0)) >= 1):  # once scans came in
         key = ["OK", "WARN", "ERROR", "STALE"][r["level"]] + ": " + r["message"].split(":")[0]
         levels[key] = levels.get(key, 0) + 1
     return {
@@ -208,7 +208,7 @@ def summarise(published: dict, received: dict, started_s: float) -> dict:
                                  "p50": round(float(np.median(gaps)), 3) if gaps else None,
                                  "max": round(max(gaps), 3) if gaps else None,
                                  f"gaps_over_{LATE_GAP_S}_s": sum(g > LATE_GAP_S for g in gaps)},
-        "diagnostics_reports_after_publishing_began": levels,
+        "diagnostics_reports_after_the_first_scan": levels,
         "node_late_reports": int(final.get("late_reports", 0)),
     }
 

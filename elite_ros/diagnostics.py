@@ -4,7 +4,8 @@
 and, once per diagnostics period, `report(now)` says how the node is doing:
 
 - WARN `stale input` when no cloud arrived for `stale_input_s` seconds (since start-up, before the
-  first), unless a scan is being processed (a busy node takes no new cloud);
+  first), counting a scan in progress and the moment it ended as fresh input (a busy node takes no new
+  cloud; the next one comes from the middleware right after, unless the input really stopped);
 - WARN `over budget` only when the last `SUSTAINED_OVERRUNS` scans all took longer than the latency
   budget, or the scan in progress has run for that many budgets: one slow scan (a page-fault storm, a
   co-process's burst) is reported in the values, not as a warning;
@@ -62,6 +63,7 @@ class HealthMonitor:
         self._start_s = now_s
         self._last_arrival_s: float | None = None
         self._busy_since_s: float | None = None
+        self._last_scan_end_s: float | None = None
         self._last_report_s: float | None = None
         self._recent_ms: deque[float] = deque(maxlen=SUSTAINED_OVERRUNS)
         self._period_max_ms = 0.0
@@ -79,10 +81,11 @@ class HealthMonitor:
         with self._lock:
             self._busy_since_s = now_s
 
-    def scan_finished(self, total_ms: float | None) -> None:
-        """A scan ended: `total_ms` its processing time, None when it was refused or failed."""
+    def scan_finished(self, total_ms: float | None, now_s: float) -> None:
+        """A scan ended at `now_s`: `total_ms` its processing time, None when it was refused or failed."""
         with self._lock:
             self._busy_since_s = None
+            self._last_scan_end_s = now_s
             if total_ms is None:
                 return
             self._recent_ms.append(total_ms)
@@ -130,6 +133,8 @@ class HealthMonitor:
             problems.append(f"late report: {now_s - self._last_report_s:.2f} s since the previous one "
                             f"(period {self.period_s:g} s)")
         reference = self._start_s if self._last_arrival_s is None else self._last_arrival_s
+        if self._last_scan_end_s is not None:
+            reference = max(reference, self._last_scan_end_s)
         if self._busy_since_s is None and now_s - reference > self.stale_input_s:
             since = "since start-up" if self._last_arrival_s is None else "since the last one"
             problems.append(f"stale input: no cloud for {now_s - reference:.1f} s {since} "

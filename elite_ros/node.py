@@ -319,12 +319,12 @@ class SegmentNode(Node):
             return
         for name in wanted:
             self._outputs[name].publish(result.outputs[name])
-        self.health.scan_finished(result.timings_ms["total"])
+        self.health.scan_finished(result.timings_ms["total"], time.monotonic())
         self._publish_debug(msg, result.timings_ms)
 
     def _refused(self, msg: PointCloud2, reason: str, *, configuration: bool = False) -> None:
         """Count a refused cloud and log it: topic, stamp, reason; one line per kind of reason per period."""
-        self.health.scan_finished(None)
+        self.health.scan_finished(None, time.monotonic())
         self.health.cloud_refused(reason)
         stamp = format_stamp(msg.header.stamp.sec, msg.header.stamp.nanosec)
         line = self._reject_log.line(reason, topic=self._input.topic_name, stamp=stamp, now_s=time.monotonic())

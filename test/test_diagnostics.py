@@ -21,7 +21,7 @@ def monitor(**overrides) -> HealthMonitor:
 def scan(m: HealthMonitor, now_s: float, total_ms: float) -> None:
     m.cloud_arrived(now_s)
     m.scan_started(now_s)
-    m.scan_finished(total_ms)
+    m.scan_finished(total_ms, now_s + total_ms / 1e3)
 
 
 def test_ok_while_scans_arrive_within_budget():
@@ -49,6 +49,10 @@ def test_a_busy_node_is_not_stale():
     m.cloud_arrived(0.0)
     m.scan_started(0.0)  # a long scan: no new cloud is taken meanwhile
     assert m.report(3.0, processed=0, waiting_for_subscribers=False).level == OK
+    m.scan_finished(3000.0, 3.0)  # the report that falls between this scan and the next is not stale either
+    assert m.report(3.05, processed=1, waiting_for_subscribers=False).level == OK
+    report = m.report(4.5, processed=1, waiting_for_subscribers=False)  # but no next cloud for 1.5 s is
+    assert report.level == WARN and "stale input" in report.message
 
 
 def test_warn_only_on_sustained_overruns():
@@ -86,7 +90,7 @@ def test_refused_clouds_warn_for_one_period():
     m = monitor(stale_input_s=100.0)
     m.cloud_arrived(0.1)
     m.scan_started(0.1)
-    m.scan_finished(None)
+    m.scan_finished(None, 0.1)
     m.cloud_refused("malformed PointCloud2: no 'x' field")
     report = m.report(1.0, processed=0, waiting_for_subscribers=False)
     assert report.level == WARN and "1 cloud(s) refused" in report.message and "no 'x' field" in report.message

@@ -11,7 +11,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2) not installed")
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
@@ -21,7 +21,7 @@ from std_msgs.msg import Float64  # noqa: E402
 
 from elite_ros.bag import TYPESTORE, iter_messages  # noqa: E402
 from elite_ros.cloud import POINTCLOUD2_TYPE, read_points  # noqa: E402
-from elite_ros.node import SegmentNode, main  # noqa: E402
+from elite_ros.node import EXECUTOR_THREADS, SegmentNode, main  # noqa: E402
 from elite_ros.params import ParameterError  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
@@ -92,7 +92,7 @@ def setup(ros_context, tiny_checkpoint):
     def build(subscribe_outputs: bool = True, checkpoint: Path | None = None, **overrides):
         node = make_node(ros_context, checkpoint or tiny_checkpoint, **overrides)
         tester = DdsPeer(ros_context, node, subscribe_outputs)
-        executor = SingleThreadedExecutor(context=ros_context)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 1, context=ros_context)  # as main, + tester
         executor.add_node(node)
         executor.add_node(tester.node)
         created.append((executor, node, tester))
@@ -157,18 +157,16 @@ def test_diagnostics_warn_on_sustained_overruns(setup, luminar_clouds):
 
     executor, node, tester = setup(latency_budget_ms=1.0)  # no scan is that fast
     for i in range(SUSTAINED_OVERRUNS):
-        node.publish_diagnostics()  # a single slow scan is not a warning
+        assert "over budget" not in node.diagnostic_status().message  # fewer slow scans are not a warning
         tester.pub.publish(luminar_clouds[i])
         assert spin_until(executor, lambda i=i: len(tester.received["out/segmentation"]) == i + 1)
     node.publish_diagnostics()
 
-    def levels() -> list:
-        return [s.level for a in tester.received["diagnostics"] for s in a.status if s.name.startswith("segment_node")]
+    def warnings() -> list:
+        return [s for a in tester.received["diagnostics"] for s in a.status if "over budget" in s.message]
 
-    assert spin_until(executor, lambda: DiagnosticStatus.WARN in levels())
-    assert levels()[:SUSTAINED_OVERRUNS] == [DiagnosticStatus.OK] * SUSTAINED_OVERRUNS
-    warning = [s for a in tester.received["diagnostics"] for s in a.status if s.level == DiagnosticStatus.WARN][0]
-    assert "over budget" in warning.message
+    assert spin_until(executor, lambda: bool(warnings()))  # over DDS
+    assert warnings()[0].level == DiagnosticStatus.WARN
 
 
 def test_stale_input_turns_warn(setup, luminar_clouds):
@@ -198,9 +196,7 @@ class SlowSegmenter:
 def test_diagnostics_stay_on_time_while_a_scan_runs(ros_context, tiny_checkpoint, luminar_clouds):
     """A 3 s scan must not hold up the 1 s diagnostics: they run in their own callback group (the
     single-threaded executor of before gave a 3+ s gap here, and the report after it says 'late')."""
-    from rclpy.executors import MultiThreadedExecutor
-
-    from elite_ros.node import DIAGNOSTICS_PERIOD_S, EXECUTOR_THREADS
+    from elite_ros.node import DIAGNOSTICS_PERIOD_S
     from elite_ros.segmenter import Segmenter
 
     slow = SlowSegmenter(Segmenter.from_checkpoint(tiny_checkpoint, device="cpu"), delay_s=3.0)
@@ -399,7 +395,15 @@ def test_rejected_cloud_warnings_name_topic_stamp_and_each_reason(setup, luminar
         tester.pub.publish(broken(kind))
         count = node.handler.counters.rejected
         assert spin_until(executor, lambda count=count: node.handler.counters.rejected == count + 1)
-    lines = [line for line in capfd.readouterr().err.splitlines() if "refused cloud" in line]
+    lines: list[str] = []
+
+    def logged_two() -> bool:  # the log line follows the count, on the executor's scan thread
+        lines.extend(line for line in capfd.readouterr().err.splitlines() if "refused cloud" in line)
+        return len(lines) >= 2
+
+    spin_until(executor, logged_two, timeout_s=5.0)
+    spin_until(executor, lambda: False, timeout_s=0.5)
+    logged_two()
     stamp = f"{good.header.stamp.sec}.{good.header.stamp.nanosec:09d}"
     assert len(lines) == 2, lines  # the repeat of the first reason is held back, the second reason is not
     assert all(node._input.topic_name in line and f"stamped {stamp}" in line for line in lines)
