@@ -27,6 +27,7 @@ TRAIN = [
     "segment-anything>=1.0",
     "peft>=0.17",
     "lightning>=2.2",
+    "tensorboard>=2.14",  # fit logs to TensorBoard (and csv)
 ]
 ROS = [
     "ros-rclpy",

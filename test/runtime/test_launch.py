@@ -8,7 +8,7 @@ import pytest
 
 from elite_ros.params import default_params_file, load_params_file
 
-LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "segment.launch.py"
+LAUNCH_FILE = Path(__file__).resolve().parents[2] / "launch" / "segment.launch.py"
 REQUIRED_ARGUMENTS = {"input_topic", "output_prefix", "params_file", "checkpoint", "device", "use_sim_time",
                       "dds_profile", "respawn", "respawn_delay"}
 

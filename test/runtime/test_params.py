@@ -107,7 +107,7 @@ def test_params_file_errors(tmp_path: Path):
     assert load_params_file(named, node_name="segment_node").device == "cpu"
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_parameter_table_agrees_with_the_schema():
