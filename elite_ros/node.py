@@ -17,7 +17,8 @@ Topics (relative to the node; remap with the launch file):
 - ``/diagnostics`` diagnostic_msgs/DiagnosticArray once a second, from a timer in its own callback group
   (`main` spins a MultiThreadedExecutor, so a report is never held up by a scan): OK, or WARN on stale
   input, sustained overruns of ``latency_budget_ms``, refused clouds or a late report
-  (`elite_ros.diagnostics`); counts of processed / rejected / failed / skipped scans, and for a fusion
+  (`elite_ros.diagnostics`); counts of processed / rejected / failed / skipped scans, malloc's bytes in use
+  between scans (``heap_in_use_bytes``: RSS hides a slow leak, `elite_ros.heap`), and for a fusion
   checkpoint of scans with and without an image and of late images.
 - camera (fusion checkpoints only, docs/reference.md §14; ``camera.image_topic`` set): sensor_msgs/Image
   and its CameraInfo (``camera.info_topic``), sensor-data QoS, in the diagnostics' callback group (short
@@ -57,6 +58,7 @@ from elite_ros.camera_feed import CameraFeed, stamp_ns
 from elite_ros.cpu_threads import prepare_openmp, resolve_threads
 from elite_ros.diagnostics import WARN, HealthMonitor, resolve_budget_ms
 from elite_ros.handler import OUTPUTS, PROCESSING_STAGES, SegmentationHandler
+from elite_ros.heap import heap_in_use
 from elite_ros.params import (
     QOS_OVERRIDES_PREFIX,
     ParameterError,
@@ -205,6 +207,10 @@ class SegmentNode(Node):
         self.health = HealthMonitor(budget_ms=self.latency_budget_ms, stale_input_s=self.params.stale_input_s,
                                     period_s=DIAGNOSTICS_PERIOD_S, now_s=time.monotonic())
         self._reject_log = RejectLog()
+        #: malloc's bytes in use after the last cloud callback (`heap.heap_in_use`, sampled once a period): RSS
+        #: hides a slow leak behind the freed memory the heap keeps; None until sampled or without glibc
+        self.heap_in_use: int | None = None
+        self._heap_sampled_s = float("-inf")
         self.camera_feed = self._subscribe_camera()
         self.get_logger().info(
             f"segmenting {self._input.topic_name} -> {', '.join(p.topic_name for p in self._outputs.values())} "
@@ -299,6 +305,9 @@ class SegmentNode(Node):
             reason = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}"
             self.handler.record_failure(getattr(msg, "header", None), reason)
             self._refused(msg, reason)
+        now_s = time.monotonic()
+        if now_s - self._heap_sampled_s >= DIAGNOSTICS_PERIOD_S:  # between scans: no scan's temporaries counted
+            self._heap_sampled_s, self.heap_in_use = now_s, heap_in_use()
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         now_s = time.monotonic()
@@ -359,6 +368,7 @@ class SegmentNode(Node):
             "checkpoint": self.params.checkpoint or "(bundled default)",
             "weights": "trained" if self.handler.trained else "UNTRAINED",
             "last_error": self.handler.last_error or "",
+            "heap_in_use_bytes": "" if self.heap_in_use is None else self.heap_in_use,
         }
         if self.camera_feed is not None:
             camera = self.camera_feed.counters

@@ -227,6 +227,31 @@ def test_diagnostics_stay_on_time_while_a_scan_runs(ros_context, tiny_checkpoint
         node.destroy_node()
 
 
+def test_diagnostics_report_the_heap_in_use_between_scans(setup, luminar_clouds):
+    """RSS hides a slow leak behind the freed memory the heap keeps (elite_ros.heap): the node reports malloc's
+    bytes in use, sampled after a cloud callback, for the DDS soak and for operators."""
+    import os
+
+    from elite_ros.heap import heap_in_use
+
+    executor, node, tester = setup()
+    tester.pub.publish(luminar_clouds[0])
+    assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 1)
+
+    def reported() -> list[int]:
+        statuses = [s for a in tester.received["diagnostics"] for s in a.status if s.name.startswith("segment_node")]
+        values = [{kv.key: kv.value for kv in s.values}.get("heap_in_use_bytes") for s in statuses]
+        return [int(v) for v in values if v]
+
+    assert spin_until(executor, lambda: bool(reported()))
+    assert 0 < reported()[-1] == node.heap_in_use and heap_in_use() is not None
+    kept = [os.urandom(1024) for _ in range(4096)]  # 4 MB more in use, RSS or not
+    node._heap_sampled_s = float("-inf")
+    tester.pub.publish(luminar_clouds[1])
+    assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 2)
+    assert node.heap_in_use is not None and node.heap_in_use - reported()[0] > 3_500_000 and len(kept) == 4096
+
+
 def test_malformed_cloud_counted_and_next_served(setup, luminar_clouds):
     executor, node, tester = setup()
     bad = PointCloud2()
