@@ -13,6 +13,7 @@ a file, a folder without write permission) raises one `OutputError` naming it.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import shutil
@@ -106,6 +107,14 @@ def _prepare(path: Path) -> None:
     remove_stale_siblings(path)
 
 
+@functools.lru_cache(maxsize=1)
+def new_file_mode() -> int:
+    """The permission bits open() gives a new file in this process: 0o666 less the umask (read once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write; on a clean exit it replaces `path`, on error it is deleted."""
@@ -119,6 +128,9 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     temp = Path(name)
     try:
         yield temp
+        # mkstemp makes 0600 files (and so do writers that replace the file, e.g. safetensors): an output
+        # gets the mode open() would give it
+        os.chmod(temp, new_file_mode())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -1,14 +1,16 @@
 """Atomic outputs: nothing half-written under the final name, no temporary sibling left behind."""
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from elite_ros.atomic import atomic_dir, atomic_file
+from elite_ros.atomic import atomic_dir, atomic_file, new_file_mode
 
 
 def _siblings(folder: Path) -> list[str]:
@@ -55,7 +57,7 @@ def test_atomic_dir_refuses_a_non_empty_folder_unless_replacing(tmp_path: Path):
 
 WRITE_AND_HANG = """
 import sys, time
-from elite_ros.atomic import atomic_dir, atomic_file
+from elite_ros.atomic import atomic_dir, atomic_file, new_file_mode
 target = sys.argv[1]
 writer = atomic_dir(target) if sys.argv[2] == "dir" else atomic_file(target)
 with writer as temp:
@@ -93,3 +95,26 @@ def test_the_leftover_of_a_killed_writer_is_removed_by_the_next_write(tmp_path: 
         for writer in writers:
             writer.kill()
             writer.wait(timeout=30)
+
+
+def test_an_atomic_file_gets_the_mode_open_gives_under_the_umask(tmp_path):
+    """mkstemp makes 0600 files: without care every output (reports, checkpoints, bags) is private to its writer."""
+    previous = os.umask(0o027)
+    new_file_mode.cache_clear()
+    try:
+        with atomic_file(tmp_path / "out.json") as temp:
+            temp.write_text("{}")
+    finally:
+        os.umask(previous)
+        new_file_mode.cache_clear()
+    assert stat.S_IMODE((tmp_path / "out.json").stat().st_mode) == 0o640
+
+
+def test_a_checkpoint_written_through_safetensors_gets_the_umask_mode_too(tmp_path):
+    """safetensors' save_file replaces the file it is given with a 0600 one of its own."""
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_file(tmp_path / "w.safetensors") as temp:
+        save_file({"w": torch.zeros(2)}, str(temp))
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == new_file_mode()
