@@ -112,3 +112,22 @@ def test_inconsistent_sections_are_refused():
         load_config(named_config("base"), ["loss.kd=none"])
     with pytest.raises(ConfigError, match="differs from the student's voxel grid"):
         load_config(named_config("row_a"), ["data.pipeline.volume_max=[40.0, 50.0, 2.0]"])
+
+
+@pytest.mark.parametrize(("precision", "supported", "accelerator", "expected"), [
+    ("bf16-mixed", False, "cpu", "32-true"),   # emulated bf16: fp32 instead, with a warning
+    ("16-mixed", False, "cpu", "32-true"),
+    ("bf16-mixed", True, "cpu", "bf16-mixed"),  # native units: kept
+    ("bf16-mixed", False, "gpu", "bf16-mixed"),  # not a CPU run
+    ("32-true", False, "cpu", "32-true"),
+])
+def test_a_half_precision_that_a_cpu_would_emulate_trains_in_fp32(monkeypatch, caplog, precision, supported,
+                                                                  accelerator, expected):
+    from elite_ros_training import fit
+
+    monkeypatch.setattr(fit, "cpu_supports_precision", lambda _: supported)
+    config = load_config(named_config("cpu_synthetic_row_a"), [f"trainer.precision={precision}"])
+    with caplog.at_level("WARNING"):
+        result = fit.with_precision_for_this_cpu(config, accelerator)
+    assert result.trainer.precision == expected
+    assert ("training in fp32" in caplog.text) == (expected != precision)
