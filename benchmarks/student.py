@@ -122,7 +122,7 @@ def _load_configuration(config: dict) -> tuple:
     """
     from elite_ros.handler import OUTPUTS, SegmentationHandler
     from elite_ros.params import SegmentParams
-    from elite_ros.replay import kitti_cloud
+    from elite_ros.recording import kitti_cloud
 
     params = SegmentParams(checkpoint=config["checkpoint"], device=config["device"], precision=config["precision"],
                            backend=config["backend"], tta_votes=config["tta_votes"], threads=config["threads"])

@@ -39,9 +39,8 @@ from .voxel import VoxelConfig
 
 FORMAT_VERSION = 1  # bump when the metadata schema changes incompatibly
 METADATA_KEY = "elite_ros"  # safetensors header key holding the JSON metadata
-DEFAULT_SEED = 0  # seed of the bundled untrained checkpoint
 CACHE_ENV = "ELITE_ROS_CACHE"  # overrides ~/.cache/elite_ros
-CONFIG_HASH_CHARS = 12  # hex digits of the StudentConfig hash in the default checkpoint's file name
+DEFAULT_CHECKPOINT_FILE = "student_synthetic.safetensors"  # in elite_ros/assets/ (default_checkpoint)
 KITTI_INTENSITY_SCALE = 1.0  # KITTI .bin reflectance is already 0..1 (shared/data/README.md)
 LIDAR_KIND = "lidar"  # model_kind of the LiDAR-only student (elite_ros.student)
 FUSION_KIND = "fusion"  # model_kind of the U2MKD fusion student (elite_ros.fusion.MODEL_KIND)
@@ -368,32 +367,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "elite_ros")
 
 
-def default_checkpoint_name(seed: int = DEFAULT_SEED) -> str:
-    """File name of the default checkpoint: seed, format version and a short hash of the default
-    StudentConfig, so a changed architecture never loads a stale cached file."""
-    import hashlib
-
-    from .student import StudentConfig
-
-    config = json.dumps(dump_dataclass(StudentConfig()), sort_keys=True, default=str)
-    digest = hashlib.sha256(config.encode()).hexdigest()[:CONFIG_HASH_CHARS]
-    return f"student_untrained_seed{seed}_v{FORMAT_VERSION}_{digest}.safetensors"
-
-
-def default_checkpoint(seed: int = DEFAULT_SEED) -> Path:
-    """Path of the bundled default checkpoint: seeded, UNTRAINED weights (metadata `trained: false`).
-
-    No trained weights ship with the package yet; this file lets the node and demo run end to end and
-    say plainly that the labels are meaningless. Generated once into `cache_dir()`, deterministically.
+def default_checkpoint() -> Path:
+    """Path of the bundled default checkpoint, `elite_ros/assets/DEFAULT_CHECKPOINT_FILE`: the student
+    trained by `elite-ros-train default-checkpoint` (training/configs/default_checkpoint.yaml) on the
+    licence-free synthetic world alone, stored as float16 (`load_checkpoint` upcasts to the model's dtype).
+    Its metadata says what it saw and its validation figures. Nothing is generated or written.
     """
-    from .student import Student, StudentConfig  # local: student imports nothing from here
-
-    path = cache_dir() / default_checkpoint_name(seed)
-    if path.is_file():
-        return path
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Student(StudentConfig())
-    metadata = make_metadata(model, trained=False, source_commit=source_commit(),
-                             training={"note": f"untrained: random initialisation, torch.manual_seed({seed})"})
-    return save_checkpoint(path, model, metadata)
+    path = Path(__file__).resolve().parent / "assets" / DEFAULT_CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: the bundled default checkpoint is missing from this installation "
+                              "(reinstall elite_ros, or pass a checkpoint)")
+    return path

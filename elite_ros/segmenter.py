@@ -143,7 +143,7 @@ class Segmenter:
                         backend: str = "auto", tta_votes: int = 1, max_points: int | None = None,
                         intensity_scale: float | None = None, warmup: bool = True,
                         retain_memory: bool = True) -> Segmenter:
-        """Load a checkpoint (None = the bundled default, untrained) onto `device`.
+        """Load a checkpoint (None = the bundled default, trained on synthetic data) onto `device`.
 
         Raises CheckpointError for a file or metadata that cannot be used, BackendError when the sparse
         backend cannot run here (or fails the warm-up), ValueError for a bad device or precision.
@@ -175,7 +175,7 @@ class Segmenter:
 
     @property
     def trained(self) -> bool:
-        """False for the bundled untrained default: its labels mean nothing."""
+        """False for untrained (random) weights: their labels mean nothing."""
         return bool(self.metadata.trained)
 
     @property

@@ -67,7 +67,7 @@ def _synthetic_writer() -> Callable[..., Path] | None:
 def make_demo_input(cache: Path, frames: int = DEMO_FRAMES) -> tuple[Path, str]:
     """Create (or reuse) the demo bag in `cache`; returns (bag path, description of its source)."""
     from elite_ros.bag import BagWriter
-    from elite_ros.replay import iter_kitti
+    from elite_ros.recording import iter_kitti
 
     write_sequence = _synthetic_writer()
     if write_sequence is not None:
@@ -94,7 +94,8 @@ def make_demo_input(cache: Path, frames: int = DEMO_FRAMES) -> tuple[Path, str]:
 def run(args: argparse.Namespace) -> int:
     """Make (or reuse) the demo input, segment and evaluate it, write and point to the report."""
     from elite_ros.checkpoint import cache_dir
-    from elite_ros.replay import Recording, free_path, replay
+    from elite_ros.recording import Recording
+    from elite_ros.replay import free_path, replay
 
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else cache_dir() / "demo"

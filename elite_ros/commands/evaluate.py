@@ -28,7 +28,7 @@ from elite_ros.params import ParameterError, SegmentParams
 from elite_ros.report import write_report
 
 if TYPE_CHECKING:
-    from elite_ros.replay import Recording
+    from elite_ros.recording import Recording
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,7 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from elite_ros.replay import Recording, free_path, replay
+    from elite_ros.recording import Recording
+    from elite_ros.replay import free_path, replay
 
     recording = Recording.open(args.input)
     report = Path(args.report) if args.report else free_path(Path.cwd() / f"report_{recording.path.name}")

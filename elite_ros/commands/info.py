@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from elite_ros.cloud import DATATYPE_NAMES, decode
-    from elite_ros.replay import Recording
+    from elite_ros.recording import Recording
 
     recording = Recording.open(args.input)
     print(f"{recording.path} ({recording.kind})")

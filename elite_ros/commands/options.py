@@ -16,7 +16,7 @@ from elite_ros.params import ParameterError, SegmentParams, load_params_file
 from elite_ros.report import KITTI_ATTRIBUTION, SEMANTICKITTI_ATTRIBUTION
 
 if TYPE_CHECKING:
-    from elite_ros.replay import CameraTopics, Recording
+    from elite_ros.recording import CameraTopics, Recording
 
 UNTRAINED_NOTE = ("The checkpoint's weights are UNTRAINED (random initialisation): the labels and IoU values "
                   "are meaningless; they only show that the pipeline runs end to end.")
@@ -29,7 +29,7 @@ def add_params_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--params-file", help="ROS 2 params file (default: the shipped config/segment.param.yaml)")
     group.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                        help="override one parameter, e.g. -p tta_votes=3 -p 'filtered_classes=[road]' (repeatable)")
-    group.add_argument("--checkpoint", help="student checkpoint .safetensors (default: the bundled, untrained one)")
+    group.add_argument("--checkpoint", help="student checkpoint .safetensors (default: the bundled one)")
     group.add_argument("--device", help="auto | cpu | cuda | cuda:N")
 
 
@@ -61,9 +61,9 @@ def add_camera_flag(parser: argparse.ArgumentParser) -> None:
 
 def camera_for_run(args: argparse.Namespace, recording: Recording, handler: SegmentationHandler,
                    params: SegmentParams) -> CameraTopics | None:
-    """The recording's camera for a fusion checkpoint (`replay.find_camera_topics`), None for a LiDAR-only one,
+    """The recording's camera for a fusion checkpoint (`recording.find_camera_topics`), None for a LiDAR-only one,
     with --no-camera or without images; says which on stderr."""
-    from elite_ros.replay import find_camera_topics
+    from elite_ros.recording import find_camera_topics
 
     if not handler.uses_camera:
         return None
@@ -90,7 +90,7 @@ def load_handler(params: SegmentParams) -> SegmentationHandler:
 
 def open_run(args: argparse.Namespace) -> tuple[Recording, SegmentationHandler]:
     """The recording named by ``args.input`` and the handler of the command line's parameters."""
-    from elite_ros.replay import Recording
+    from elite_ros.recording import Recording
 
     return Recording.open(args.input), load_handler(params_from_args(args))
 

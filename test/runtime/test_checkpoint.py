@@ -1,8 +1,9 @@
-"""Checkpoints (elite_ros/checkpoint.py): safetensors + JSON metadata, strict loading, the untrained default."""
+"""Checkpoints (elite_ros/checkpoint.py): safetensors + JSON metadata, strict loading, the bundled default."""
 from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,24 +148,33 @@ def test_unreadable_files_are_named(tmp_path):
         CheckpointMetadata.from_json("{", source="x")
 
 
-def test_default_checkpoint_is_untrained_deterministic_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path / "a"))
-    first = default_checkpoint()
-    assert first.parent == tmp_path / "a" and first.is_file()
-    assert default_checkpoint() == first  # generated once
-    stamp = first.stat().st_mtime_ns
-    default_checkpoint()
-    assert first.stat().st_mtime_ns == stamp
-    metadata = read_metadata(first)
-    assert metadata.trained is False and metadata.architecture == dump_dataclass(StudentConfig())
-    rng_before = torch.random.get_rng_state()
-    monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path / "b"))
-    second = default_checkpoint()
-    assert torch.equal(torch.random.get_rng_state(), rng_before)  # the global RNG is left alone
-    a, b = load_file(str(first)), load_file(str(second))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def test_the_bundled_default_checkpoint_is_trained_on_synthetic_data_and_loads(tmp_path, monkeypatch):
+    """The package ships a trained student (elite_ros/assets/): float16 storage within 8 MB, metadata that say
+    it saw the synthetic world only and give its validation figures; it loads strictly into the default
+    architecture, and nothing is generated or written (the cache stays empty)."""
+    monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path / "cache"))
+    path = default_checkpoint()
+    assert path.parent.name == "assets" and path.parent.parent.name == "elite_ros"
+    assert path.stat().st_size <= 8 * 2**20
+    metadata = read_metadata(path)
+    assert metadata.trained is True and metadata.architecture == dump_dataclass(StudentConfig())
+    training = metadata.training
+    assert training["data_licence"].startswith("synthetic world only") and training["storage"] == "float16"
+    assert all(Path(p).name.startswith("train_s") for p in training["data"]["train"])
+    assert 0.0 < training["val_miou"] <= 1.0 and len(training["val_iou"]) > 0
+    assert {tensor.dtype for tensor in load_file(str(path)).values() if tensor.is_floating_point()} == {torch.float16}
     model = Student()
-    assert load_checkpoint(second, model).trained is False
+    assert load_checkpoint(path, model) == metadata
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())  # upcast
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_default_checkpoint_is_named(monkeypatch, tmp_path):
+    from elite_ros import checkpoint
+
+    monkeypatch.setattr(checkpoint, "DEFAULT_CHECKPOINT_FILE", "absent.safetensors")
+    with pytest.raises(CheckpointError, match="absent.safetensors: the bundled default checkpoint is missing"):
+        default_checkpoint()
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -239,25 +249,6 @@ def test_class_tables_that_disagree_are_refused_naming_the_field(tmp_path, edit,
         load_checkpoint(_rewrite(path, metadata_json=json.dumps(metadata)), _model(1))
     with pytest.raises(CheckpointError, match=message):
         CheckpointMetadata.from_json(json.dumps(metadata)).classes  # noqa: B018 - the property raises
-
-
-def test_default_checkpoint_name_changes_with_the_architecture(monkeypatch):
-    from elite_ros.checkpoint import default_checkpoint_name
-
-    name = default_checkpoint_name()
-    assert name.startswith("student_untrained_seed0_v") and name.endswith(".safetensors")
-    from elite_ros import checkpoint
-
-    original = checkpoint.dump_dataclass
-
-    def wider(config):
-        values = original(config)
-        return {**values, "hidden_channels": values["hidden_channels"] + 1}
-
-    monkeypatch.setattr(checkpoint, "dump_dataclass", wider)
-    assert default_checkpoint_name() != name
-    monkeypatch.undo()
-    assert default_checkpoint_name() == name
 
 
 # ------------------------------------------------------------------------------------------ hostile files

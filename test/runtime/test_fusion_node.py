@@ -19,7 +19,7 @@ from elite_ros.camera import LIDAR_TO_OPTICAL_ROTATION, forward_camera  # noqa: 
 from elite_ros.camera_feed import CameraFeed  # noqa: E402
 from elite_ros.cloud import POINTCLOUD2_TYPE  # noqa: E402
 from elite_ros.node import SegmentNode  # noqa: E402
-from elite_ros.replay import kitti_cloud  # noqa: E402
+from elite_ros.recording import kitti_cloud  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 IMAGE_TOPIC = "/test_camera/image_raw"

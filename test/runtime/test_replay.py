@@ -15,16 +15,8 @@ from elite_ros.ground_truth import CloudGroundTruth
 from elite_ros.handler import SegmentationHandler
 from elite_ros.labels import to_training_ids
 from elite_ros.params import SegmentParams
-from elite_ros.replay import (
-    KITTI_TOPIC,
-    Recording,
-    ReplayError,
-    ReplaySummary,
-    default_output_path,
-    is_kitti_folder,
-    iter_kitti,
-    replay,
-)
+from elite_ros.recording import KITTI_TOPIC, Recording, ReplayError, is_kitti_folder, iter_kitti
+from elite_ros.replay import ReplaySummary, default_output_path, replay
 
 CLOUD_TYPE = POINTCLOUD2_TYPE
 TOPIC = "/luminar_pointcloud"

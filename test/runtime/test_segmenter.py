@@ -189,10 +189,10 @@ def test_predict_batch_equals_single_predictions(segmenter, small_scan):
     assert segmenter.predict_batch([]) == []
 
 
-def test_default_checkpoint_is_marked_untrained(tmp_path, monkeypatch):
+def test_the_default_checkpoint_is_the_bundled_trained_one(tmp_path, monkeypatch):
     monkeypatch.setenv("ELITE_ROS_CACHE", str(tmp_path))
     default = Segmenter.from_checkpoint(None, device="auto", warmup=False)
-    assert default.trained is False and default.metadata.trained is False
+    assert default.trained is True and default.metadata.trained is True
     assert default.class_names[1] == "car" and default.palette.shape == (20, 3)
     expected_device = "cuda" if torch.cuda.is_available() else "cpu"
     assert default.device.type == expected_device
