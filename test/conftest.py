@@ -13,7 +13,7 @@ import pytest
 # Before anything can import rclpy: DDS discovery stays on this machine, in a domain of our own.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-# The default (untrained) checkpoint and demo data are cached per test run, never in the user's ~/.cache.
+# Demo data (and anything else elite_ros caches) are cached per test run, never in the user's ~/.cache.
 os.environ["ELITE_ROS_CACHE"] = tempfile.mkdtemp(prefix="elite_ros_test_cache_")
 atexit.register(shutil.rmtree, os.environ["ELITE_ROS_CACHE"], ignore_errors=True)
 # ROS logs of every node the tests start (in this process or a child) go to a folder of this run.

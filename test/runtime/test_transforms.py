@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elite_ros_training.data.transforms import (
+from elite_ros.transforms import (
     FrameTransform,
     TransformTree,
     invert_rigid,
