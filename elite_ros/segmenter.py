@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .camera import CameraInput, CameraModel, forward_camera, normalise_image
+from .camera import CameraInput, CameraModel, forward_camera
+from .camera_link import ImageLink, camera_batch, link_image
 from .checkpoint import (
     FUSION_KIND,
     CheckpointError,
@@ -61,14 +62,14 @@ from .device import resolve_device, resolve_precision
 from .fusion import FusionConfig, FusionInput, FusionStudent
 from .heap import retain_freed_memory
 from .labels import ClassTable
+from .point_cap import spread, subsample
 from .sparse import BackendError
 from .student import Student, StudentConfig, StudentInput
-from .voxel import VoxelConfig, cell_keys, in_range_mask, voxelise
+from .voxel import VoxelConfig, in_range_mask, voxelise
 from .warmup import lidar_like_scan
 
 TTA_TRANSLATION_STD = 0.1  # metres, ref §8 / §2 step 4: translation N(0, 0.1) per axis
 TTA_SEED = 0  # votes are reproducible: same scan -> same answer
-SUBSAMPLE_SEED = 0  # point-cap subsample
 BOOKKEEPING_THREADS = 1  # torch threads for the index-heavy stages on the CPU (see _bookkeeping_threads)
 WARMUP_RUNS = 2  # warm-up scans (elite_ros.warmup): the second finds the heap at a real scan's size
 #: the keys of `Prediction.timings_ms`, in order
@@ -94,9 +95,7 @@ class _Prepared:
     points: Tensor  # (K, 4) float32 on device: x y z + scaled intensity, in range
     message_index: Tensor  # (K,) int64 message position of each point
     sampled: Tensor | None  # (S,) int64 rows of `points` that run the network (None = all)
-    image: Tensor | None = None  # (3, H, W) float32 normalised image (fusion model, scan with image)
-    pixel_rows: Tensor | None = None  # (M,) int64 rows of the network's points (after the cap) with a pixel
-    pixels: Tensor | None = None  # (M, 2) int64 (row, col) of those points
+    image: ImageLink | None = None  # its camera image and pixel links (fusion model, scan with image)
 
     @property
     def count(self) -> int:
@@ -238,7 +237,8 @@ class Segmenter:
         t_vox = time.perf_counter()
 
         if points.shape[0] and isinstance(self.model, FusionStudent):
-            extras = self._camera_batch(prepared)
+            extras = camera_batch([item.image for item in prepared], [item.count for item in prepared],
+                                  self.tta_votes, self.device)
             logits = self.model(FusionInput(points=points, voxels=voxels, **extras)).logits.float()
         elif points.shape[0]:
             logits = self.model(StudentInput(points=points, voxels=voxels)).logits.float()
@@ -296,77 +296,13 @@ class Segmenter:
         message_index = torch.from_numpy(index[kept]).to(self.device)
         sampled = None
         if self.max_points is not None and kept.shape[0] > self.max_points:
-            sampled = self._subsample(tensor[:, :3], self.max_points)
-        prepared = _Prepared(num_points=num_points, points=tensor, message_index=message_index, sampled=sampled)
+            sampled = subsample(tensor[:, :3], self.max_points, self.voxel_config)
+        link = None
         if self.camera_input is not None and image is not None:
-            self._link_image(prepared, points[:, :3], image, camera, position)
-        return prepared
-
-    def _link_image(self, item: _Prepared, xyz: np.ndarray, image: np.ndarray, camera: CameraModel | None,
-                    position: int) -> None:
-        """Project the network's points (kept, after the cap) with `camera`; the normalised image on device."""
-        if camera is None:
-            raise ValueError(f"scan {position}: an image needs its camera (elite_ros.camera.CameraModel)")
-        rgb = np.asarray(image)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"scan {position}: image must be (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
-        if rgb.shape[:2] != (camera.height, camera.width):
-            raise ValueError(f"scan {position}: image is {rgb.shape[1]}x{rgb.shape[0]}, its camera "
-                             f"{camera.width}x{camera.height}")
-        projection = camera.project(xyz)
-        rows = torch.from_numpy(projection.index).to(self.device)
-        pixels = torch.from_numpy(projection.pixels).to(self.device)
-        if item.sampled is not None:  # rows of the sampled points (sorted) that have a pixel
-            found = torch.searchsorted(item.sampled, rows).clamp_max(item.sampled.shape[0] - 1)
-            hit = item.sampled.index_select(0, found) == rows
-            rows, pixels = found[hit], pixels[hit]
-        assert self.camera_input is not None
-        item.image = normalise_image(rgb, self.camera_input.pixel_mean, self.camera_input.pixel_std, self.device)
-        item.pixel_rows, item.pixels = rows, pixels
-
-    def _camera_batch(self, prepared: list[_Prepared]) -> dict[str, Tensor | None]:
-        """FusionInput's camera fields for the network batch (sample = scan * votes + vote): the images
-        zero-padded to a common size, which samples have one, and every vote's pixel links."""
-        with_image = [item for item in prepared if item.image is not None]
-        if not with_image:
-            return {}
-        height = max(int(item.image.shape[1]) for item in with_image)  # type: ignore[union-attr]
-        width = max(int(item.image.shape[2]) for item in with_image)  # type: ignore[union-attr]
-        votes = self.tta_votes
-        images = torch.zeros((len(prepared) * votes, 3, height, width), dtype=torch.float32, device=self.device)
-        present = torch.zeros(len(prepared) * votes, dtype=torch.bool, device=self.device)
-        rows, pixels = [], []
-        offset = 0
-        for scan_number, item in enumerate(prepared):
-            for vote in range(votes):
-                sample = scan_number * votes + vote
-                if item.image is not None and item.pixel_rows is not None and item.pixels is not None:
-                    images[sample, :, :item.image.shape[1], :item.image.shape[2]] = item.image
-                    present[sample] = True
-                    rows.append(item.pixel_rows + offset)
-                    pixels.append(item.pixels)
-                offset += item.count
-        return {"images": images, "image_present": present, "pixel_points": torch.cat(rows),
-                "pixels": torch.cat(pixels)}
-
-    def _subsample(self, xyz: Tensor, cap: int) -> Tensor:
-        """Deterministic (S = cap,) sorted rows: one point per 0.1 m voxel first, then seeded random."""
-        key = cell_keys(xyz, self.voxel_config, 1)
-        _, inverse = torch.unique(key, return_inverse=True)
-        rows = torch.arange(xyz.shape[0], device=xyz.device)
-        first = torch.full((int(inverse.max()) + 1,), xyz.shape[0], dtype=torch.int64, device=xyz.device)
-        first = first.scatter_reduce(0, inverse, rows, reduce="amin")
-        generator = torch.Generator(device="cpu").manual_seed(SUBSAMPLE_SEED)
-        if first.shape[0] >= cap:
-            choice = first[torch.randperm(first.shape[0], generator=generator)[:cap].to(xyz.device)]
-        else:
-            is_first = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
-            is_first[first] = True
-            others = rows[~is_first]
-            extra = others[torch.randperm(others.shape[0], generator=generator)[:cap - first.shape[0]]
-                           .to(xyz.device)]
-            choice = torch.cat([first, extra])
-        return torch.sort(choice).values
+            link = link_image(points[:, :3], image, camera, self.camera_input, self.device, sampled,
+                              f"scan {position}")
+        return _Prepared(num_points=num_points, points=tensor, message_index=message_index, sampled=sampled,
+                         image=link)
 
     def _network_batch(self, prepared: list[_Prepared]) -> tuple[Tensor, Tensor]:
         """(points (Nb, 4) with every TTA vote, batch index (Nb,)); sample = scan * votes + vote."""
@@ -398,7 +334,7 @@ class Segmenter:
                 if item.sampled is None:
                     point_logits, known = mean_logits, None
                 else:
-                    point_logits, known = self._spread(item, mean_logits)
+                    point_logits, known = spread(item.points[:, :3], item.sampled, mean_logits, self.voxel_config)
                 best_probability, best_class = torch.softmax(point_logits, dim=1).max(dim=1)
                 target = item.message_index if known is None else item.message_index[known]
                 if known is not None:
@@ -407,32 +343,6 @@ class Segmenter:
                 probability[target] = best_probability
             results.append((class_id.cpu().numpy(), probability.cpu().numpy()))
         return results
-
-    def _spread(self, item: _Prepared, sampled_logits: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits for every in-range point from the sampled ones: mean over the finest shared voxel.
-
-        Scales double from the 0.1 m grid until one cell holds the whole volume, so every point is
-        labelled as long as one point was sampled. Returns (logits (K, C), known (K,) bool).
-        """
-        xyz = item.points[:, :3]
-        logits = torch.zeros((xyz.shape[0], sampled_logits.shape[1]), device=xyz.device)
-        known = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
-        logits[item.sampled] = sampled_logits
-        known[item.sampled] = True
-        for scale in _doubling_scales(self.voxel_config):
-            missing = torch.nonzero(~known).flatten()
-            if missing.numel() == 0:
-                break
-            key = cell_keys(xyz, self.voxel_config, scale)
-            unique_key, inverse = torch.unique(key[item.sampled], return_inverse=True)
-            sums = torch.zeros((unique_key.shape[0], logits.shape[1]), device=xyz.device)
-            sums.index_add_(0, inverse, sampled_logits)
-            means = sums / torch.bincount(inverse, minlength=unique_key.shape[0]).unsqueeze(1)
-            position = torch.searchsorted(unique_key, key[missing]).clamp_max(unique_key.shape[0] - 1)
-            found = unique_key[position] == key[missing]
-            logits[missing[found]] = means[position[found]]
-            known[missing[found]] = True
-        return logits, known
 
 
 def _model_for(metadata: CheckpointMetadata, path: Path, backend: str) -> Student | FusionStudent:
@@ -471,14 +381,6 @@ def _scan_arrays(scan: Scan, position: int) -> tuple[np.ndarray, np.ndarray | No
     if count and (index.min() < 0 or index.max() >= num_points):
         raise ValueError(f"{name}: index values must lie in [0, num_points={num_points})")
     return xyz, intensity, index, num_points
-
-
-def _doubling_scales(config: VoxelConfig) -> list[int]:
-    """1, 2, 4, ... up to the first scale whose grid is a single cell."""
-    scales = [1]
-    while max(config.cells(scales[-1])) > 1:
-        scales.append(scales[-1] * 2)
-    return scales
 
 
 def _tta_transform(points: Tensor, generator: torch.Generator) -> Tensor:

@@ -397,7 +397,7 @@ def test_main_refuses_params_files_that_are_not_utf8_or_use_aliases_or_repeat_ke
 
 
 def test_params_files_of_a_command_line():
-    from elite_ros.node import params_files
+    from elite_ros.node_parameters import params_files
 
     args = ["segment_node", "--ros-args", "--params-file", "a.yaml", "-p", "x:=1", "--", "--params-file", "no.yaml",
             "--ros-args", "--params-file", "b.yaml"]

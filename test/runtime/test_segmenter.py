@@ -169,15 +169,6 @@ def test_point_cap_subsamples_deterministically_and_labels_the_rest(checkpoint, 
     assert np.array_equal(roomy.predict(small_scan).class_id, free.predict(small_scan).class_id)
 
 
-def test_subsample_takes_one_point_per_voxel_first(checkpoint):
-    capped = Segmenter.from_checkpoint(checkpoint, device="cpu", max_points=3, warmup=False)
-    xyz = torch.tensor([[1.01, 1.01, 0.01], [1.02, 1.02, 0.02], [1.03, 1.03, 0.03], [5.0, 5.0, 0.0],
-                        [9.0, 9.0, 0.0]])
-    chosen = capped._subsample(xyz, 3).tolist()
-    assert chosen == [0, 3, 4]  # one per voxel, lowest index
-    assert capped._subsample(xyz, 4).tolist()[:1] == [0] and len(capped._subsample(xyz, 4)) == 4
-
-
 def test_predict_batch_equals_single_predictions(segmenter, small_scan):
     other = FakeScan(small_scan.xyz[::2] + 0.3, small_scan.intensity[::2], np.arange(0, small_scan.num_points, 2),
                      small_scan.num_points)

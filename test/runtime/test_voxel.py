@@ -11,15 +11,13 @@ import pytest
 import torch
 
 from elite_ros.config_loader import dump_dataclass, load_dataclass
+from elite_ros.segments import scatter_mean
 from elite_ros.voxel import (
     VoxelConfig,
     coarsen_coords,
     in_range_mask,
     point_cells,
     range_filter,
-    scatter_max,
-    scatter_mean,
-    sorted_groups,
     voxel_transition,
     voxelise,
 )
@@ -126,27 +124,6 @@ def test_voxelise_rejects_bad_shapes():
         voxelise(torch.zeros((5, 3)), torch.zeros(4, dtype=torch.long))
 
 
-def test_scatter_mean_and_max_against_a_loop():
-    generator = torch.Generator().manual_seed(0)
-    values = torch.randn(200, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-    index = torch.randint(0, 30, (200,), generator=generator)
-    mean = scatter_mean(values, index, 32)
-    maximum = scatter_max(values.detach(), index, 32)
-    for segment in range(32):
-        rows = values[index == segment]
-        if rows.shape[0]:
-            assert torch.allclose(mean[segment], rows.mean(0))
-            assert torch.equal(maximum[segment], rows.detach().max(0).values)
-        else:
-            assert mean[segment].abs().sum() == 0 and maximum[segment].abs().sum() == 0
-    counts = torch.bincount(index, minlength=32)
-    assert torch.allclose(scatter_mean(values, index, 32, counts), mean)
-    mean.sum().backward()  # differentiable: d mean / d value = 1 / count
-    assert torch.allclose(values.grad[:, 0], 1.0 / counts[index].double())
-    column = scatter_mean(values.detach()[:, 1], index, 32)  # 1-D values take the index_add_ path
-    assert torch.allclose(column, mean.detach()[:, 1])
-
-
 def test_transition_equals_point_level_scatter_mean(data_dir):
     points = _real_points(data_dir, 4000, seed=1)
     xyz = points[:, :3][range_filter(points[:, :3])[0]]
@@ -175,18 +152,6 @@ def test_coarsened_equals_unique_rows_of_halved_coords():
     assert torch.equal(coarse.parent[:, None] == coarse.parent[None, :], inverse[:, None] == inverse[None, :])
     features = torch.randn(5, 3, dtype=torch.float64)
     assert torch.allclose(coarse.mean.apply(features), scatter_mean(features, coarse.parent, 3))
-
-
-def test_sorted_groups_equal_torch_unique():
-    key = torch.tensor([7, 3, 7, 7, 1, 3, 9], dtype=torch.int64)
-    unique, inverse, counts, order, offsets = sorted_groups(key)
-    expected_unique, expected_inverse, expected_counts = torch.unique(key, return_inverse=True, return_counts=True)
-    assert torch.equal(unique, expected_unique) and torch.equal(inverse, expected_inverse)
-    assert torch.equal(counts, expected_counts)
-    assert torch.equal(key[order], torch.sort(key, stable=True).values)
-    assert offsets.tolist() == [0, 1, 3, 6]
-    empty = sorted_groups(torch.zeros(0, dtype=torch.int64))
-    assert all(t.numel() == 0 for t in empty)
 
 
 def test_level_mean_equals_scatter_mean(data_dir):

@@ -73,25 +73,21 @@ def test_real_scans_and_labels(data_dir: Path) -> None:
         read_label(scan / "000000.label", 5)
 
 
-def test_broken_files_are_named(tmp_path: Path) -> None:
-    bad_bin = tmp_path / "bad.bin"
-    bad_bin.write_bytes(b"\0" * 20)
-    with pytest.raises(KittiFormatError, match="bad.bin.*multiple of 16"):
-        read_bin(bad_bin)
-    calib = tmp_path / "calib.txt"
-    calib.write_text("P0: 1 0 0 0 0 1 0 0 0 0 1 0\n")
-    with pytest.raises(KittiFormatError, match="calib.txt: no 'P2'"):
-        read_calib(calib)
-    calib.write_text("P2: 1 0 0\nTr: 1 0 0 0 0 1 0 0 0 0 1 0\n")
-    with pytest.raises(KittiFormatError, match="'P2' has 3 values"):
-        read_calib(calib)
-    calib.write_text("P2 1 0 0\n")
-    with pytest.raises(KittiFormatError, match="calib.txt:1"):
-        read_calib_file(calib)
-    poses = tmp_path / "poses.txt"
-    poses.write_text("1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0\n")
-    with pytest.raises(KittiFormatError, match="poses.txt:2"):
-        read_poses(poses)
+@pytest.mark.parametrize("name, content, reader, message", [
+    ("bad.bin", b"\0" * 20, read_bin, "bad.bin.*multiple of 16"),
+    ("calib.txt", b"P0: 1 0 0 0 0 1 0 0 0 0 1 0\n", read_calib, "calib.txt: no 'P2'"),
+    ("calib.txt", b"P2: 1 0 0\nTr: 1 0 0 0 0 1 0 0 0 0 1 0\n", read_calib, "'P2' has 3 values"),
+    ("calib.txt", b"P2 1 0 0\n", read_calib_file, "calib.txt:1"),
+    ("poses.txt", b"1 0 0 0 0 1 0 0 0 0 1 0\n1 0 0\n", read_poses, "poses.txt:2"),
+])
+def test_broken_files_are_named(tmp_path: Path, name, content, reader, message) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(KittiFormatError, match=message):
+        reader(path)
+
+
+def test_a_folder_without_scans_is_named(tmp_path: Path) -> None:
     with pytest.raises(KittiFormatError, match="no 'velodyne' folder"):
         SequenceFolder(tmp_path)
 

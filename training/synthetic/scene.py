@@ -1,45 +1,25 @@
 """A procedural street: the ground of a street plan, buildings, vegetation, street furniture, vehicles, people.
 
-The plan (``layout.plan_street``) fixes the cross-section, frontages and junctions; this module puts
-objects on it, every one standing on the ground under it (vehicles pitch and roll with it). Objects
+The plan (``layout.plan_street``) fixes the cross-section, frontages and junctions; this module decides
+where objects go, and `placement.World` draws each one standing on the ground under it (vehicles pitch
+and roll with it). Objects
 carry raw SemanticKITTI ids and, for things, an instance id shared by all their parts. Every 50 m of
 street holds each of the rarer classes once (a truck or other-vehicle, a motorcycle, a bicycle, a
 bicyclist, a motorcyclist, people, a parking bay), so a short drive sees all 19 classes.
 """
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .ground import ZoneMap, build_slabs
-from .layout import RAW, Segment, StreetPlan, plan_street, stream
-from .materials import Material
-from .primitives import PrimitiveBuilder, Primitives, rotation_matrix
+from .layout import RAW, Segment, StreetPlan, plan_street
+from .placement import CAR_COLOURS, World, choice
+from .primitives import Primitives
 from .vegetation import bush, hedge, tree, wood_edge
-from .vehicles import (
-    METAL_GREY,
-    Part,
-    bicycle_parts,
-    car_parts,
-    motorcycle_parts,
-    other_vehicle_parts,
-    pedestrian_parts,
-    random_car,
-    rider_parts,
-    truck_parts,
-)
+from .vehicles import bicycle_parts, motorcycle_parts, other_vehicle_parts, truck_parts
 
-CAR_COLOURS = [(0.72, 0.72, 0.74), (0.08, 0.08, 0.09), (0.88, 0.88, 0.88), (0.60, 0.08, 0.07),
-               (0.12, 0.20, 0.50), (0.30, 0.30, 0.32), (0.15, 0.30, 0.18), (0.75, 0.55, 0.15)]
-FACADE_COLOURS = [(0.78, 0.70, 0.58), (0.55, 0.27, 0.20), (0.62, 0.62, 0.60), (0.86, 0.84, 0.80),
-                  (0.80, 0.66, 0.40), (0.55, 0.60, 0.66)]
-CLOTH_COLOURS = [(0.10, 0.12, 0.25), (0.70, 0.15, 0.12), (0.85, 0.85, 0.80), (0.20, 0.45, 0.25),
-                 (0.90, 0.70, 0.10), (0.15, 0.15, 0.15), (0.45, 0.30, 0.55)]
-SKIN_COLOURS = [(0.87, 0.70, 0.58), (0.63, 0.45, 0.32), (0.40, 0.27, 0.18)]
-SIGN_COLOURS = [(0.80, 0.08, 0.08), (0.08, 0.28, 0.75), (0.95, 0.80, 0.10)]
-FENCE_COLOURS = [(0.55, 0.42, 0.28), (0.62, 0.62, 0.60), (0.42, 0.33, 0.24)]
 RARE_BLOCK = 50.0  # metres of street holding one of each rare class
 SLOT = (5.6, 6.8)  # metres per kerbside parking slot
 # random streams of the object generators (layout.stream tags; the street plan uses 101-107)
@@ -74,115 +54,12 @@ class SceneConfig:
     oncoming_car_probability: float = 0.4
 
 
-def _choice(rng: np.random.Generator, options: list):
-    return options[int(rng.integers(len(options)))]
-
-
-class _World:
-    """Scene construction state: the builder, the plan, instance ids, the random stream."""
-
-    def __init__(self, plan: StreetPlan, seed: int) -> None:
-        self.b = PrimitiveBuilder()
-        self.plan = plan
-        self.seed = seed
-        self.rng = stream(seed, 0)
-        self.instances = itertools.count(1)
-
-    def use(self, *tag: int) -> np.random.Generator:
-        """Draw from the stream `tag` of the world's seed from now on (see `layout.stream`)."""
-        self.rng = stream(self.seed, *tag)
-        return self.rng
-
-    def height(self, x: float, y: float) -> float:
-        return float(self.plan.ground.height(x, y))
-
-    def place(self, parts: list[Part], x: float, y: float, yaw: float, raw: int, colour, half=(1.0, 0.5),
-              instance: int | None = None) -> None:
-        """Put an object's parts on the ground at (x, y), pitched and rolled with it over its `half` footprint."""
-        c, s = np.cos(yaw), np.sin(yaw)
-        hx, hy = half
-        h = self.plan.ground.height
-        front, back = h(x + c * hx, y + s * hx), h(x - c * hx, y - s * hx)
-        left, right = h(x - s * hy, y + c * hy), h(x + s * hy, y - c * hy)
-        pitch = float(np.arctan2(front - back, 2 * hx))
-        roll = float(np.arctan2(left - right, 2 * hy))
-        z = float(0.25 * (front + back + left + right))
-        rot = rotation_matrix(yaw, pitch, roll)
-        inst = next(self.instances) if instance is None else instance
-        for kind, centre, size, part_yaw, material, part_colour in parts:
-            world = np.array([x, y, z]) + rot @ np.asarray(centre)
-            self.b.add(kind, world, size, 0.0, raw, inst, material, colour if part_colour is None else part_colour,
-                       rotation=rot @ rotation_matrix(part_yaw))
-
-    def car(self, x: float, y: float, yaw: float) -> float:
-        shape = random_car(self.rng)
-        self.place(car_parts(shape), x, y, yaw, RAW["car"], _choice(self.rng, CAR_COLOURS),
-                   (shape.length * 0.3, shape.width * 0.45))
-        return shape.length
-
-    def person(self, x: float, y: float) -> None:
-        rng = self.rng
-        parts = pedestrian_parts(rng.uniform(1.55, 1.9), _choice(rng, CLOTH_COLOURS),
-                                 _choice(rng, CLOTH_COLOURS[:2] + CLOTH_COLOURS[5:6]), _choice(rng, SKIN_COLOURS))
-        self.place(parts, x, y, rng.uniform(-np.pi, np.pi), RAW["person"], None, (0.1, 0.1))
-
-    def rider(self, x: float, y: float, yaw: float, bicycle: bool) -> None:
-        """A bicyclist or motorcyclist: vehicle and person share the rider class and one instance id."""
-        rng = self.rng
-        shirt, trousers = _choice(rng, CLOTH_COLOURS), _choice(rng, CLOTH_COLOURS[:2])
-        if bicycle:
-            vehicle, raw = bicycle_parts(), RAW["bicyclist"]
-            rider = rider_parts(0.92, shirt, trousers, _choice(rng, SKIN_COLOURS), Material.SKIN)
-        else:
-            vehicle, raw = motorcycle_parts(), RAW["motorcyclist"]
-            rider = rider_parts(0.93, shirt, trousers, _choice(rng, CAR_COLOURS), Material.PAINT)  # helmet
-        self.place(vehicle + rider, x, y, yaw + rng.uniform(-0.05, 0.05), raw, _choice(rng, CAR_COLOURS), (0.6, 0.2))
-
-    def building(self, x0: float, x1: float, y0: float, y1: float, height: float) -> None:
-        """A block over [x0, x1] x [y0, y1] metres, its base below the lowest ground under it."""
-        xm, ym = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
-        low, high = self.plan.ground.footprint_height(xm, ym, 0.5 * (x1 - x0), 0.5 * (y1 - y0))
-        z0, z1 = low - 0.5, high + height
-        self.b.box((xm, ym, 0.5 * (z0 + z1)), (0.5 * (x1 - x0), 0.5 * (y1 - y0), 0.5 * (z1 - z0)), 0.0,
-                   RAW["building"], 0, Material.FACADE, _choice(self.rng, FACADE_COLOURS))
-
-    def fence(self, x0: float, y0: float, x1: float, y1: float, height: float, colour=None) -> None:
-        """A straight fence from (x0, y0) to (x1, y1), in pieces that follow the ground."""
-        length = float(np.hypot(x1 - x0, y1 - y0))
-        if length < 0.3:
-            return
-        yaw = float(np.arctan2(y1 - y0, x1 - x0))
-        colour = colour or _choice(self.rng, FENCE_COLOURS)
-        pieces = max(1, int(np.ceil(length / 5.0)))
-        for k in range(pieces):
-            a, c = k / pieces, (k + 1) / pieces
-            xm, ym = x0 + (a + c) / 2 * (x1 - x0), y0 + (a + c) / 2 * (y1 - y0)
-            z = self.height(xm, ym)
-            self.b.box((xm, ym, z + height / 2 - 0.05), (length / pieces / 2, 0.03, height / 2 + 0.05), yaw,
-                       RAW["fence"], 0, Material.FENCE, colour)
-
-    def pole(self, x: float, y: float, sign: int, lamp: bool) -> None:
-        """A lamp post (arm over the road, towards -`sign` y) or a traffic sign, standing on the ground."""
-        z = self.height(x, y)
-        if lamp:
-            self.b.cylinder(x, y, z - 0.2, z + 7.5, 0.09, RAW["pole"], 0, Material.METAL, METAL_GREY)
-            self.b.box((x, y - sign * 0.9, z + 7.45), (0.05, 0.9, 0.05), 0.0, RAW["pole"], 0, Material.METAL,
-                       METAL_GREY)
-            self.b.box((x, y - sign * 1.7, z + 7.35), (0.22, 0.14, 0.07), 0.0, RAW["pole"], 0, Material.METAL,
-                       (0.35, 0.36, 0.38))
-        else:
-            self.b.cylinder(x, y, z - 0.2, z + 2.3, 0.035, RAW["pole"], 0, Material.METAL, METAL_GREY)
-            yaw = 0.0 if sign < 0 else np.pi  # the sign's face looks at the traffic coming towards it
-            self.b.box((x, y, z + 2.62), (0.02, 0.32, 0.32), yaw, RAW["traffic-sign"], 0, Material.SIGN,
-                       _choice(self.rng, SIGN_COLOURS))
-
-
 def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
     """Build a deterministic street for `seed` covering ``config.x_min .. config.x_max``."""
     if not config.x_max > config.x_min:
         raise ValueError(f"SceneConfig.x_max ({config.x_max}) must exceed x_min ({config.x_min})")
     plan = plan_street(seed, (config.x_min, config.x_max))
-    w = _World(plan, seed)
+    w = World(plan, seed)
     build_slabs(plan.ground, w.b)
     for sign in (1, -1):
         for k, seg in enumerate(s for s in plan.segments if s.sign == sign):
@@ -215,7 +92,7 @@ def _number_instances(p: Primitives) -> Primitives:
     return replace(p, instance=lut[ids].astype(np.uint16))
 
 
-def _kerbside(w: _World, sign: int) -> None:
+def _kerbside(w: World, sign: int) -> None:
     """Parked cars along one side, lamp posts and signs at the kerb, street trees in the verge."""
     plan = w.plan
     e, side = plan.u_edges(sign), plan.sides[sign]
@@ -228,14 +105,14 @@ def _kerbside(w: _World, sign: int) -> None:
             slot = rng.uniform(*SLOT)
             seg = plan.segment_at(x, sign)
             if not plan.blocked(x + slot / 2, sign, 4.0) and rng.random() < seg.parked:
-                yaw = _choice(rng, [0.0, np.pi]) + rng.uniform(-0.04, 0.04)
+                yaw = choice(rng, [0.0, np.pi]) + rng.uniform(-0.04, 0.04)
                 w.car(x + slot / 2, sign * (u_car + rng.uniform(-0.15, 0.1)), yaw)
             x += slot
     rng = w.use(STREAM_BAY_CARS, sign + 1)
     for bay_sign, x0, x1 in plan.bays:
         if bay_sign == sign and side.parking == 0 and rng.random() < 0.5:
             u_bay = e["road"] + 1.15
-            w.car(0.5 * (x0 + x1) + rng.uniform(-1.0, 1.0), sign * u_bay, _choice(rng, [0.0, np.pi]))
+            w.car(0.5 * (x0 + x1) + rng.uniform(-1.0, 1.0), sign * u_bay, choice(rng, [0.0, np.pi]))
     rng = w.use(STREAM_LAMPS, sign + 1)
     lamp_x = x_min + rng.uniform(0.0, 30.0)
     while lamp_x < x_max:
@@ -261,7 +138,7 @@ def _kerbside(w: _World, sign: int) -> None:
             x += rng.uniform(7.0, 13.0)
 
 
-def _frontage(w: _World, seg: Segment) -> None:
+def _frontage(w: World, seg: Segment) -> None:
     """What stands beyond the sidewalk along one segment: hedges / fences, gardens, buildings, fields, woods."""
     plan, rng = w.plan, w.rng
     sign = seg.sign
@@ -349,7 +226,7 @@ def _frontage(w: _World, seg: Segment) -> None:
             hedge(w.b, rng, a, b, sign * (far + 0.5), lambda x: w.height(x, sign * far), 1.0, u(1.0, 2.0))
 
 
-def _junction(w: _World, j) -> None:
+def _junction(w: World, j) -> None:
     """Corner signs, cars parked along and waiting in the cross street, buildings along it."""
     plan, rng = w.plan, w.rng
     for sign in j.signs:
@@ -377,7 +254,7 @@ def _junction(w: _World, j) -> None:
                   -sign * np.pi / 2 + rng.uniform(-0.1, 0.1))
 
 
-def _rare(w: _World, x0: float, config: SceneConfig) -> None:
+def _rare(w: World, x0: float, config: SceneConfig) -> None:
     """One of each rarer class in [x0, x0 + RARE_BLOCK): a big vehicle, two-wheelers, riders, people, a bay."""
     plan, rng = w.plan, w.rng
     u = rng.uniform
@@ -395,32 +272,32 @@ def _rare(w: _World, x0: float, config: SceneConfig) -> None:
     truck = int(x0 // RARE_BLOCK) % 2 == 0
     parts, raw, half = ((truck_parts(), RAW["truck"], (3.0, 1.0)) if truck
                         else (other_vehicle_parts(), RAW["other-vehicle"], (2.5, 0.9)))
-    colour = _choice(rng, CAR_COLOURS[2:5]) if truck else _choice(rng, [(0.92, 0.90, 0.84), (0.85, 0.75, 0.45)])
+    colour = choice(rng, CAR_COLOURS[2:5]) if truck else choice(rng, [(0.92, 0.90, 0.84), (0.85, 0.75, 0.45)])
     near = [j for j in plan.junctions if x0 - 10.0 <= j.x < x1 + 10.0]
     if near:
         j = near[int(rng.integers(len(near)))]
-        sign = _choice(rng, list(j.signs))
-        d = _choice(rng, [-1.0, 1.0])
+        sign = choice(rng, list(j.signs))
+        d = choice(rng, [-1.0, 1.0])
         w.place(parts, j.x + d * (j.half_width - 1.3), sign * u(14.0, 30.0), sign * d * np.pi / 2, raw, colour, half)
     elif plan.sides[1].parking > 0:
         e = plan.u_edges(1)
-        w.place(parts, clear_x(1, 6.0), 0.5 * (e["road"] + e["parking"]) + 0.2, _choice(rng, [0.0, np.pi]), raw,
+        w.place(parts, clear_x(1, 6.0), 0.5 * (e["road"] + e["parking"]) + 0.2, choice(rng, [0.0, np.pi]), raw,
                 colour, half)
     else:
-        sign = _choice(rng, [1, -1])  # parked in a yard or field beyond the sidewalk
+        sign = choice(rng, [1, -1])  # parked in a yard or field beyond the sidewalk
         x = clear_x(sign, 6.0)
         yard = sign * (plan.u_edges(sign)["sidewalk"] + u(8.0, 20.0))
-        w.place(parts, x, yard, _choice(rng, [0.0, np.pi]) + u(-0.3, 0.3), raw, colour, half)
+        w.place(parts, x, yard, choice(rng, [0.0, np.pi]) + u(-0.3, 0.3), raw, colour, half)
     # parked two-wheelers on the sidewalks
     for parts, raw in ((bicycle_parts(), RAW["bicycle"]), (motorcycle_parts(), RAW["motorcycle"])):
-        sign = _choice(rng, [1, -1])
+        sign = choice(rng, [1, -1])
         e = plan.u_edges(sign)
         x = clear_x(sign, 1.0)
-        w.place(parts, x, sign * (e["sidewalk"] - 0.5), _choice(rng, [0.0, np.pi]), raw, _choice(rng, CAR_COLOURS),
+        w.place(parts, x, sign * (e["sidewalk"] - 0.5), choice(rng, [0.0, np.pi]), raw, choice(rng, CAR_COLOURS),
                 (0.5, 0.15))
     # people on the sidewalks
     for _ in range(int(rng.integers(1, 4))):
-        sign = _choice(rng, [1, -1])
+        sign = choice(rng, [1, -1])
         e = plan.u_edges(sign)
         x = clear_x(sign, 0.0)
         w.person(x, sign * u(e["verge"] + 0.4, max(e["sidewalk"] - 0.4, e["verge"] + 0.6)))
