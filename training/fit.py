@@ -108,6 +108,17 @@ def _version_of(checkpoint: Path) -> int | None:
     return None
 
 
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar with ``v_num`` = the run's version_N: with a TensorBoard and a CSV logger
+    Lightning joins both versions ("0_csv") and shows the last four characters, "_csv"."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        if trainer.loggers:
+            items["v_num"] = trainer.loggers[0].version
+        return items
+
+
 def build_trainer(config: TrainConfig, *, accelerator: str = "auto", devices: int = 1, num_nodes: int = 1,
                   progress: bool = True, version: int | None = None, has_validation: bool = True,
                   extra_callbacks: list[Callback] | None = None, **trainer_options: Any) -> L.Trainer:
@@ -127,7 +138,7 @@ def build_trainer(config: TrainConfig, *, accelerator: str = "auto", devices: in
            else {"save_top_k": 1, "filename": "epoch{epoch:03d}", "auto_insert_metric_name": False}))
     callbacks: list[Callback] = [checkpoint, LearningRateMonitor(logging_interval="step")]
     if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
+        callbacks.append(RunProgressBar(refresh_rate=1))
     if trainer_cfg.bn_recalibration_batches > 0:
         callbacks.append(BatchNormRecalibration(trainer_cfg.bn_recalibration_batches))
     callbacks += extra_callbacks or []

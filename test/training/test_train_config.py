@@ -131,3 +131,13 @@ def test_a_half_precision_that_a_cpu_would_emulate_trains_in_fp32(monkeypatch, c
         result = fit.with_precision_for_this_cpu(config, accelerator)
     assert result.trainer.precision == expected
     assert ("training in fp32" in caplog.text) == (expected != precision)
+
+
+def test_the_progress_bar_shows_the_runs_version(tmp_path):
+    """Lightning joins the TensorBoard and CSV versions ("0_csv") and shows "_csv"; the bar shows version 0."""
+    from elite_ros_training import fit
+
+    config = load_config(named_config("cpu_synthetic_row_a"), [f"trainer.out_dir={tmp_path}"])
+    trainer = fit.build_trainer(config, accelerator="cpu", progress=True)
+    bar = next(callback for callback in trainer.callbacks if isinstance(callback, fit.RunProgressBar))
+    assert bar.get_metrics(trainer, None)["v_num"] == 0
