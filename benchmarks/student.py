@@ -22,7 +22,7 @@ GPU runs (when CUDA is available) fp32 and fp16.
 blocks of `--block` rounds with them paused and running: each configuration is reported `quiet` and
 `co_load`, with `co_load_p99_over_quiet_p50` (the node's target: <= 2 with 2 busy co-processes).
 
-The untrained default checkpoint is used unless `--checkpoint` is given: speed does not depend on the
+The bundled default checkpoint is used unless `--checkpoint` is given: speed does not depend on the
 weights. Also measured, as the baseline the issue compares against: the official code's voxeliser
 (`torch.unique(dim=0)` over (batch, x, y, z) rows at five scales) against ours on the same scan.
 
@@ -230,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scan", type=Path, default=DEFAULT_SCAN, help="KITTI .bin scan (float32 x y z i)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: untrained)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="student checkpoint (default: the bundled one)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per configuration and phase (>= 20 for p99)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     node_threads = parameter_schema()["threads"]["default"]
