@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import torch
 
-SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)  # RGB on 0..255, no /255 (ref §1 image_normalizer)
-SAM_PIXEL_STD = (58.395, 57.12, 57.375)  # (ref §1 image_normalizer)
+from elite_ros.camera import PIXEL_MEAN, PIXEL_STD
+
+#: RGB on 0..255, no /255 (ref §1 image_normalizer); the runtime's camera module is their one home (the fusion
+#: student's default normalisation)
+SAM_PIXEL_MEAN = PIXEL_MEAN
+SAM_PIXEL_STD = PIXEL_STD
 SAM_INPUT_SIZE = 1024  # pixels per side of SAM's image encoder input; crops are zero-padded to it (ref §2 step 9)
 CROP_SIZE = (1024, 320)  # (width, height) of the bottom crop, pixels (ref §1 bottom_crop, §2 step 6)
 
