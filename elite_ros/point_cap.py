@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .segments import scatter_mean, sorted_groups
 from .voxel import VoxelConfig, cell_keys
 
 SUBSAMPLE_SEED = 0  # the same scan always keeps the same points
@@ -20,11 +21,9 @@ SUBSAMPLE_SEED = 0  # the same scan always keeps the same points
 
 def subsample(xyz: Tensor, cap: int, config: VoxelConfig) -> Tensor:
     """(cap,) int64 sorted rows of `xyz` ((N, 3) metres, N > cap): one point per 0.1 m voxel first."""
-    key = cell_keys(xyz, config, 1)
-    _, inverse = torch.unique(key, return_inverse=True)
+    _, _, _, order, offsets = sorted_groups(cell_keys(xyz, config, 1))
+    first = order[offsets]  # the stable sort puts each voxel's lowest row first; voxels in key order
     rows = torch.arange(xyz.shape[0], device=xyz.device)
-    first = torch.full((int(inverse.max()) + 1,), xyz.shape[0], dtype=torch.int64, device=xyz.device)
-    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
     generator = torch.Generator(device="cpu").manual_seed(SUBSAMPLE_SEED)
     if first.shape[0] >= cap:
         choice = first[torch.randperm(first.shape[0], generator=generator)[:cap].to(xyz.device)]
@@ -52,10 +51,8 @@ def spread(xyz: Tensor, sampled: Tensor, sampled_logits: Tensor, config: VoxelCo
         if missing.numel() == 0:
             break
         key = cell_keys(xyz, config, scale)
-        unique_key, inverse = torch.unique(key[sampled], return_inverse=True)
-        sums = torch.zeros((unique_key.shape[0], logits.shape[1]), device=xyz.device)
-        sums.index_add_(0, inverse, sampled_logits)
-        means = sums / torch.bincount(inverse, minlength=unique_key.shape[0]).unsqueeze(1)
+        unique_key, inverse, counts, _, _ = sorted_groups(key[sampled])
+        means = scatter_mean(sampled_logits, inverse, unique_key.shape[0], counts)
         position = torch.searchsorted(unique_key, key[missing]).clamp_max(unique_key.shape[0] - 1)
         found = unique_key[position] == key[missing]
         logits[missing[found]] = means[position[found]]

@@ -95,7 +95,7 @@ class _Prepared:
     points: Tensor  # (K, 4) float32 on device: x y z + scaled intensity, in range
     message_index: Tensor  # (K,) int64 message position of each point
     sampled: Tensor | None  # (S,) int64 rows of `points` that run the network (None = all)
-    image: ImageLink | None = None  # its camera image and pixel links (fusion model, scan with image)
+    camera_link: ImageLink | None = None  # its camera image and pixel links (fusion model, scan with image)
 
     @property
     def count(self) -> int:
@@ -237,7 +237,7 @@ class Segmenter:
         t_vox = time.perf_counter()
 
         if points.shape[0] and isinstance(self.model, FusionStudent):
-            extras = camera_batch([item.image for item in prepared], [item.count for item in prepared],
+            extras = camera_batch([item.camera_link for item in prepared], [item.count for item in prepared],
                                   self.tta_votes, self.device)
             logits = self.model(FusionInput(points=points, voxels=voxels, **extras)).logits.float()
         elif points.shape[0]:
@@ -302,7 +302,7 @@ class Segmenter:
             link = link_image(points[:, :3], image, camera, self.camera_input, self.device, sampled,
                               f"scan {position}")
         return _Prepared(num_points=num_points, points=tensor, message_index=message_index, sampled=sampled,
-                         image=link)
+                         camera_link=link)
 
     def _network_batch(self, prepared: list[_Prepared]) -> tuple[Tensor, Tensor]:
         """(points (Nb, 4) with every TTA vote, batch index (Nb,)); sample = scan * votes + vote."""
