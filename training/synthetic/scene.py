@@ -2,10 +2,10 @@
 
 The plan (``layout.plan_street``) fixes the cross-section, frontages and junctions; this module decides
 where objects go, and `placement.World` draws each one standing on the ground under it (vehicles pitch
-and roll with it). Objects
-carry raw SemanticKITTI ids and, for things, an instance id shared by all their parts. Every 50 m of
-street holds each of the rarer classes once (a truck or other-vehicle, a motorcycle, a bicycle, a
-bicyclist, a motorcyclist, people, a parking bay), so a short drive sees all 19 classes.
+and roll with it). Objects carry raw SemanticKITTI ids and, for things, an instance id shared by all
+their parts. Every 50 m of street holds each of the rarer classes once (a truck or other-vehicle, a
+motorcycle, a bicycle, a bicyclist, a motorcyclist, people, a parking bay), so a short drive sees all
+19 classes.
 """
 from __future__ import annotations
 
