@@ -5,10 +5,12 @@ ends at a barrier, where libgomp's threads spin (up to ~300,000 iterations) befo
 processes want the cores, a spinning thread burns the time the descheduled member of its team needs,
 hundreds of times per scan. Measured on this project's 2-core machine (`benchmarks/student.py --co-load 2
 --threads 1 2 --omp-wait passive unset`, the KITTI scan through the handler, background load 4-6):
-2 threads spinning: fp32 p50 7.4 s quiet, p99 47 s beside two busy processes; 2 threads waiting
-passively: 1.15 s and 4.3 s; 1 thread: 1.2 s and 6.4 s. So idle OpenMP threads sleep (`prepare_openmp`,
-before torch loads), and the network runs on the `threads` parameter's count (schema default: 2, the
-fastest quiet and loaded here). torch's inter-op pool is left alone: eager inference never uses it.
+2 threads spinning: fp32 p50 7.4 s quiet, p99 47 s beside two busy processes. So idle OpenMP threads
+sleep (`prepare_openmp`, before torch loads). With passive waiting on an otherwise idle 2-core machine
+(`--threads 1 2 --runs 30 --co-load 2`): 1 thread 0.65 s quiet, co-load p99 1.12 s (1.7x); 2 threads
+0.47 s and 1.28 s (2.7x): a second thread halves its share of the cores once two busy processes run. So
+the network runs on the `threads` parameter's count, default 1 (README, "On a shared CPU"). torch's
+inter-op pool is left alone: eager inference never uses it.
 """
 from __future__ import annotations
 
