@@ -13,7 +13,13 @@ It prints JSON: heap in use every `--every` clouds after the warm-up, the growth
 interval, and (``--tracemalloc``) the Python allocations that grew most, so native growth (torch, glibc)
 can be told from Python objects.
 
-    .venv/bin/python benchmarks/heap_growth.py --clouds 2000 --stream fresh --tracemalloc
+What it found: clouds of fresh sizes under 1,024 points grow the heap until numpy's cache of freed
+sub-KiB data buffers is full (7 per size, 3.8 MB; see dds_soak.SMALL_POINTS), then stop. The soak's
+clouds now start at 1,024 points; `--small-points 300 3000` gives the earlier stream, `--fill-numpy-cache`
+fills that cache before the warm-up:
+
+    .venv/bin/python benchmarks/heap_growth.py --clouds 1200 --every 300 --small-points 300 3000
+    .venv/bin/python benchmarks/heap_growth.py --clouds 1200 --every 300 --small-points 300 3000 --fill-numpy-cache
 """
 from __future__ import annotations
 
@@ -43,11 +49,18 @@ def main() -> int:
     parser.add_argument("--distinct", type=int, default=200, help="clouds of the repeat stream")
     parser.add_argument("--every", type=int, default=200, help="clouds between heap readings")
     parser.add_argument("--tracemalloc", action="store_true", help="also diff Python allocations")
+    parser.add_argument("--small-points", type=int, nargs=2, default=dds_soak.SMALL_POINTS, metavar=("LOW", "HIGH"),
+                        help=f"point counts [LOW, HIGH) of the small valid clouds (default {dds_soak.SMALL_POINTS})")
+    parser.add_argument("--fill-numpy-cache", action="store_true",
+                        help="fill numpy's cache of freed sub-KiB buffers first")
     args = parser.parse_args()
+    if args.fill_numpy_cache:
+        dds_soak.fill_numpy_small_buffer_cache()
 
     handler = SegmentationHandler(Segmenter.from_checkpoint(None, device="cpu"), SegmentParams())
     total = args.warmup + args.clouds
-    clouds = [msg for _, msg in dds_soak.stream(args.distinct if args.stream == "repeat" else total, seed=0)]
+    count = args.distinct if args.stream == "repeat" else total
+    clouds = [msg for _, msg in dds_soak.stream(count, seed=0, small_points=tuple(args.small_points))]
     readings, snapshot = [], None
     for index in range(total):
         handler.process(clouds[index % len(clouds)])
@@ -59,7 +72,9 @@ def main() -> int:
             gc.collect()
             readings.append(heap_in_use())
     result = {
-        "stream": args.stream, "clouds": args.clouds, "warmup": args.warmup, "every": args.every,
+        "stream": args.stream, "small_points": list(args.small_points),
+        "numpy_cache_filled_first": args.fill_numpy_cache, "clouds": args.clouds, "warmup": args.warmup,
+        "every": args.every,
         "heap_in_use_bytes": readings,
         "growth_bytes_per_cloud": [round((b - a) / args.every, 1) for a, b in zip(readings, readings[1:])],
         "mean_growth_bytes_per_cloud": round((readings[-1] - readings[0]) / args.clouds, 1),

@@ -13,6 +13,7 @@ import ctypes
 import dataclasses
 import gc
 
+import dds_soak
 import numpy as np
 import psutil
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from elite_ros.bag import TYPESTORE, iter_messages
 from elite_ros.cloud import POINTCLOUD2_TYPE, make_cloud
 from elite_ros.handler import SegmentationHandler
+from elite_ros.heap import heap_in_use
 from elite_ros.params import SegmentParams
 
 MESSAGES = 2000
@@ -27,6 +29,7 @@ BIG_POINTS = 500_000
 BIG_CLOUDS = 3  # one inside the warm-up (its peak memory is part of the baseline), then at 1/3 and 2/3
 KINDS = ("small", "empty", "all-nan", "one-point", "big", "malformed")  # the issue's list, every one in the mix
 RSS_LIMIT_MB = 50.0
+HEAP_SLOPE_LIMIT = 128.0  # bytes per cloud of heap in use; the control's 1 KB per cloud must exceed it
 Header = TYPESTORE.types["std_msgs/msg/Header"]
 Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
 PointField = TYPESTORE.types["sensor_msgs/msg/PointField"]
@@ -162,3 +165,40 @@ def test_soak_mixed_messages(segmenter):
 def test_soak_with_real_luminar_clouds(segmenter, luminar_bags):
     real = [m.msg for m in iter_messages(luminar_bags["mcap"], msgtypes=[POINTCLOUD2_TYPE])]
     run_soak(segmenter, MESSAGES, real_clouds=real, warmup=200)
+
+
+def heap_growth_per_cloud(handler: SegmentationHandler, clouds: list, leak_bytes: int = 0) -> float:
+    """Heap in use after `clouds` less before, per cloud (bytes), keeping `leak_bytes` per cloud if asked."""
+    kept = []
+    gc.collect()
+    before = heap_in_use()
+    for msg in clouds:
+        if leak_bytes:
+            kept.append(bytearray(leak_bytes))
+        assert handler.process(msg).ok
+    gc.collect()
+    after = heap_in_use()
+    assert before is not None and after is not None and len(kept) in (0, len(clouds))
+    return (after - before) / len(clouds)
+
+
+@pytest.mark.skipif(heap_in_use() is None, reason="the heap in use is read with glibc's mallinfo2")
+@pytest.mark.timeout(600)
+def test_clouds_under_1024_points_leave_the_heap_flat_once_numpy_s_cache_is_full(segmenter):
+    """Clouds of fresh sizes under 1,024 points fill numpy's bounded cache of freed sub-KiB buffers (why the
+    DDS soak's clouds start at 1,024 points: dds_soak.SMALL_POINTS); with it full, 400 such clouds leave the
+    heap in use where it was, and a leak of 1 KB per cloud shows."""
+    rng = np.random.default_rng(7)
+
+    def fresh(count: int) -> list:
+        sizes = rng.integers(1, dds_soak.NUMPY_CACHED_BELOW_BYTES, count)
+        return [cloud(i, dds_soak.xyz_in_grid(rng, int(n)), rng.uniform(0, 1, int(n)).astype(np.float32))
+                for i, n in enumerate(sizes)]
+
+    handler = SegmentationHandler(segmenter, SegmentParams())
+    dds_soak.fill_numpy_small_buffer_cache()
+    for msg in fresh(200):  # warm-up: ~200 kB of one-off allocations come within the first few hundred clouds
+        handler.process(msg)
+    growth = heap_growth_per_cloud(handler, fresh(400))
+    leaking = heap_growth_per_cloud(handler, fresh(200), leak_bytes=1024)
+    assert growth < HEAP_SLOPE_LIMIT < leaking, f"{growth:.0f} B per cloud, {leaking:.0f} with the 1 KB leak"
