@@ -34,8 +34,9 @@ UINT32_MAX = 2**32 - 1
 #: up to 7 freed data buffers of each size under 1 KiB for reuse (its allocator, numpy/_core/src/multiarray/
 #: alloc.c: 1,024 buckets x 7; 3.8 MB when full, `fill_numpy_small_buffer_cache`). Clouds of fresh sizes
 #: under that fill it over thousands of clouds: growth of the heap in use that ends, but that a slope over a
-#: soak cannot tell from a leak (measured over 1,200 fresh clouds: +970, 950, 756 B per cloud for 300-3,000
-#: points; 8, 0, 0 B from 1,100 points on). test_soak.py covers clouds under 1,024 points with the cache full.
+#: soak cannot tell from a leak (benchmarks/heap_growth.py over 1,200 fresh clouds: +1,009, 1,009, 784, 750 B
+#: per cloud with 300-3,000 points; 44, 27, 17, 0 B with these). test_soak.py covers clouds under 1,024
+#: points with the cache full.
 SMALL_POINTS = (1024, 3000)
 #: numpy's data cache (alloc.c): sizes under this many bytes are kept, up to NUMPY_CACHE_PER_SIZE each
 NUMPY_CACHED_BELOW_BYTES = 1024
