@@ -119,7 +119,8 @@ class ELiTeModule(L.LightningModule):
                                                               architecture.stage_scales, cfg.student.sparse_backend)
             self.u2mkd = U2MKD(cfg.loss, student_channels=architecture.hidden_channels,
                                teacher_channels=self.lidar_teacher.config.hidden_channels,
-                               num_stages=len(architecture.stage_scales), num_classes=architecture.num_classes)
+                               num_stages=len(architecture.stage_scales), num_classes=architecture.num_classes,
+                               class_weights=torch.tensor(class_weights, dtype=torch.float32))
         num_classes = cfg.student.architecture.num_classes
         self.register_buffer("val_confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64),
                              persistent=False)

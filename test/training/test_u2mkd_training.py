@@ -207,3 +207,36 @@ def test_the_u2mkd_losses_are_scale_free_and_never_move_their_targets():
     assert teacher.grad is None and imputed.grad is not None
     empty = torch.zeros(0, 16, requires_grad=True)
     assert imputation_loss(empty, empty).item() == 0.0 and feature_distillation_loss(empty, empty).item() == 0.0
+
+
+def test_the_class_weighted_kl_weighs_each_point_by_its_teacher_label():
+    from elite_ros_training.ppmskd.losses import kd_divergence
+    from elite_ros_training.u2mkd import class_weighted_kl
+
+    # two points, two classes: the teacher says class 0 (p = 0.8) for the first, class 1 (p = 0.9) for the second
+    teacher = torch.log(torch.tensor([[0.8, 0.2], [0.1, 0.9]]))
+    student = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]])).requires_grad_()
+    kl = [0.8 * np.log(0.8 / 0.5) + 0.2 * np.log(0.2 / 0.5), 0.1 * np.log(0.1 / 0.5) + 0.9 * np.log(0.9 / 0.5)]
+    weighted = class_weighted_kl(student, teacher, torch.tensor([1.0, 3.0]))
+    assert weighted.item() == pytest.approx((1.0 * kl[0] + 3.0 * kl[1]) / 4.0, rel=1e-6)
+    # equal weights: the mean KL per point, the unweighted term (kd_divergence x C)
+    assert class_weighted_kl(student, teacher, torch.ones(2)).item() == pytest.approx(np.mean(kl), rel=1e-6)
+    assert (2 * kd_divergence(student, teacher)).item() == pytest.approx(np.mean(kl), rel=1e-6)
+    weighted.backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    empty = torch.zeros(0, 2, requires_grad=True)
+    assert class_weighted_kl(empty, empty, torch.ones(2)).item() == 0.0
+    with pytest.raises(ValueError, match="class_weights"):
+        class_weighted_kl(student, teacher, torch.ones(3))
+
+
+def test_u2mkd_with_class_weighted_kl_runs_a_step(teacher_file):
+    config = tiny_config("u2mkd", teacher_file, loss={"u2mkd_logit_class_weighted": True})
+    data = tiny_datamodule(config)
+    batch = collate([data.train_set[i] for i in range(2)], teacher_input_size=data.teacher_input)
+    weights = list(WEIGHTS)
+    weights[3] = 5.0
+    module = ELiTeModule.from_config(config, weights, total_steps=10)
+    assert module.u2mkd.class_weights.tolist() == pytest.approx(weights)
+    terms = module.losses(batch)
+    assert torch.isfinite(terms.terms["u2mkd_logits"]) and terms.terms["u2mkd_logits"].item() > 0.0

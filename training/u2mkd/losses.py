@@ -1,7 +1,7 @@
-"""U2MKD loss functions (docs/reference.md §14): imputation and stage-feature distillation.
+"""U2MKD loss functions (docs/reference.md §14): imputation, stage-feature and class-weighted logit distillation.
 
-Both compare a prediction with a target of the same (M, C) shape, the target detached; both compute in
-float32 at least (bf16 autocast promotes) and are 0, connected to the graph, on empty input.
+Each compares a prediction with a target of the same (M, C) shape, the target detached; each computes in
+float32 at least (bf16 autocast promotes) and is 0, connected to the graph, on empty input.
 """
 from __future__ import annotations
 
@@ -38,3 +38,28 @@ def feature_distillation_loss(student: Tensor, teacher: Tensor) -> Tensor:
     dtype = torch.promote_types(student.dtype, torch.float32)
     cosine = F.cosine_similarity(student.to(dtype), teacher.detach().to(dtype), dim=1, eps=FEATURE_EPS)
     return (1.0 - cosine).mean()
+
+
+def class_weighted_kl(student_logits: Tensor, teacher_logits: Tensor, class_weights: Tensor) -> Tensor:
+    """KL(teacher || student) per point, averaged with the class weight of the teacher's label as the
+    point's weight: sum_i w_{t_i} KL_i / sum_i w_{t_i}, t_i = argmax of the teacher's logits of point i.
+
+    student_logits, teacher_logits: (N, C); class_weights: (C,), the segmentation CE's (ref §6). With equal
+    weights it is the plain mean KL per point ('batchmean'). The unweighted KL acts as a cross-entropy
+    towards the teacher in which every point counts alike, so it dilutes the class weighting of the
+    segmentation losses; weighting by the teacher's label keeps it on points without ground truth too.
+    """
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"class_weighted_kl: student and teacher logits must be the same (N, C), got"
+                         f" {tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if class_weights.shape != student_logits.shape[1:]:
+        raise ValueError(f"class_weighted_kl: class_weights must be ({student_logits.shape[1]},), got"
+                         f" {tuple(class_weights.shape)}")
+    if student_logits.shape[0] == 0:
+        return student_logits.sum().float()
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    teacher = teacher_logits.detach().to(dtype)
+    log_teacher = F.log_softmax(teacher, dim=1)
+    per_point = (log_teacher.exp() * (log_teacher - F.log_softmax(student_logits.to(dtype), dim=1))).sum(dim=1)
+    weights = class_weights.to(device=teacher.device, dtype=dtype)[teacher.argmax(dim=1)]
+    return (weights * per_point).sum() / weights.sum().clamp_min(torch.finfo(dtype).tiny)
