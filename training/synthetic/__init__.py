@@ -6,11 +6,11 @@ labels (and a per-pixel class map); `generate_sequence(out, frames, seed)` write
 from .camera import IMAGE_HEIGHT, IMAGE_WIDTH, KITTI_P2, KITTI_TR, CameraFrame, render
 from .lidar import LidarConfig, LidarScan, scan
 from .pose import EgoPose, ego_trajectory
-from .scene import RareObjects, Scene, SceneConfig, generate_scene
+from .scene import Scene, SceneConfig, generate_scene
 from .sequence import SyntheticFrame, SyntheticSequence, calib_text, generate_sequence
 
 __all__ = [
     "IMAGE_HEIGHT", "IMAGE_WIDTH", "KITTI_P2", "KITTI_TR", "CameraFrame", "render", "LidarConfig", "LidarScan",
-    "scan", "EgoPose", "ego_trajectory", "RareObjects", "Scene", "SceneConfig", "generate_scene", "SyntheticFrame",
+    "scan", "EgoPose", "ego_trajectory", "Scene", "SceneConfig", "generate_scene", "SyntheticFrame",
     "SyntheticSequence", "calib_text", "generate_sequence",
 ]

@@ -42,9 +42,7 @@ ROAD_HALF_WIDTH = (2.8, 4.2)
 CENTRE_LINE_MIN_HALF_WIDTH = 3.5  # metres: narrower streets have no lane markings
 EGO_OFFSET = (0.25, 0.5)  # the ego keeps this fraction of the half width right of the centre line
 EGO_KERB_CLEARANCE = 2.3  # metres from the ego's centre line to the right kerb, at least
-KERB = (0.01, 0.09)  # metres: sidewalk above the road (real scans: sidewalk - road 4-8 cm median)
-# metres, relative to the sidewalk: grass verges and gardens (real scans: terrain - road 6-12 cm median)
-VERGE_LEVEL, GARDEN_LEVEL = (-0.02, 0.08), (-0.08, 0.16)
+KERB = (0.04, 0.16)  # metres: sidewalk above the road (real scans: sidewalk - road 4-8 cm median)
 CAMBER = (0.01, 0.03)  # road cross slope from the crown to the kerb
 GRADE_STEP = 0.04  # std of the change of the longitudinal grade between profile pieces
 MAX_GRADE = 0.08
@@ -205,8 +203,8 @@ def plan_street(seed: int, x_range: tuple[float, float]) -> StreetPlan:
         verge = float(u(1.0, 4.0)) if rng.random() < 0.65 else 0.0
         walk = float(u(1.8, 4.2)) if rng.random() > NO_SIDEWALK else 0.0  # country roads: grass to the kerb
         sides[sign] = Side(sign, kerb=float(u(*KERB)), parking=parking, parking_marked=bool(rng.random() < 0.15),
-                           verge=verge, sidewalk=walk, verge_level=float(u(*VERGE_LEVEL)),
-                           garden_level=float(u(*GARDEN_LEVEL)))
+                           verge=verge, sidewalk=walk, verge_level=float(u(-0.06, 0.04)),
+                           garden_level=float(u(-0.12, 0.12)))
     segments, drives = [], []
     for sign in (1, -1):
         rng, drive_rng = stream(seed, STREAM_SEGMENTS, sign + 1), stream(seed, STREAM_DRIVES, sign + 1)

@@ -3,10 +3,9 @@
 The plan (``layout.plan_street``) fixes the cross-section, frontages and junctions; this module decides
 where objects go, and `placement.World` draws each one standing on the ground under it (vehicles pitch
 and roll with it). Objects carry raw SemanticKITTI ids and, for things, an instance id shared by all
-their parts. Every 50 m of street holds a truck or other-vehicle, and each of the rarer classes (a parked
-bicycle and motorcycle, people, a bicyclist, a motorcyclist) with the chances of `RareObjects`: by default
-near SemanticKITTI's class mix (a few times its shares, so that 40 short drives still teach every class);
-`RareObjects.every_block()` puts one of each in every block, so that a short drive sees all 19 classes.
+their parts. Every 50 m of street holds each of the rarer classes once (a truck or other-vehicle, a
+motorcycle, a bicycle, a bicyclist, a motorcyclist, people, a parking bay), so a short drive sees all
+19 classes.
 """
 from __future__ import annotations
 
@@ -42,48 +41,17 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class RareObjects:
-    """Chance of each rarer object in a 50 m block of street (people: each of two, so 0-2 per block).
-
-    The defaults bring the synthetic shares of points near SemanticKITTI's. Its shares follow from the
-    ELiTe config's class weights w_c = (max f / f_c)^(1/3) (docs/reference.md §6): bicyclist 0.013 %,
-    motorcyclist 0.005 %, person 0.038 %, bicycle 0.022 %, motorcycle 0.037 % of labelled points. With one
-    of each per block the synthetic drives had 79x, 36x, 13x, 12x and 13x those shares
-    (benchmarks/synthetic_realism.py), which taught the student to see riders and two-wheelers in real
-    vegetation, poles and signs; the defaults cut that to about 3-12x.
-    """
-
-    bicycle: float = 0.3
-    motorcycle: float = 0.3
-    person: float = 0.25
-    bicyclist: float = 0.15
-    motorcyclist: float = 0.25
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"RareObjects.{name} must be a probability in [0, 1], got {value}")
-
-    @classmethod
-    def every_block(cls) -> RareObjects:
-        """One of each (two people) in every block: a short drive sees every class."""
-        return cls(bicycle=1.0, motorcycle=1.0, person=1.0, bicyclist=1.0, motorcyclist=1.0)
-
-
-@dataclass(frozen=True)
 class SceneConfig:
     """Street length and density knobs.
 
     Attributes:
         x_min, x_max: extent of generated content along the street, metres.
         oncoming_car_probability: chance of an oncoming car per 50 m of street.
-        rare: chances of the rarer objects per 50 m of street.
     """
 
     x_min: float = -130.0
     x_max: float = 200.0
     oncoming_car_probability: float = 0.4
-    rare: RareObjects = RareObjects()
 
 
 def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
@@ -287,9 +255,8 @@ def _junction(w: World, j) -> None:
 
 
 def _rare(w: World, x0: float, config: SceneConfig) -> None:
-    """The rarer objects of [x0, x0 + RARE_BLOCK): a big vehicle, and two-wheelers, people and riders with
-    the chances of ``config.rare`` (each object's place is drawn whether or not it is placed)."""
-    plan, rng, rare = w.plan, w.rng, config.rare
+    """One of each rarer class in [x0, x0 + RARE_BLOCK): a big vehicle, two-wheelers, riders, people, a bay."""
+    plan, rng = w.plan, w.rng
     u = rng.uniform
     road = plan.road_half_width
     x1 = x0 + RARE_BLOCK
@@ -322,30 +289,23 @@ def _rare(w: World, x0: float, config: SceneConfig) -> None:
         yard = sign * (plan.u_edges(sign)["sidewalk"] + u(8.0, 20.0))
         w.place(parts, x, yard, choice(rng, [0.0, np.pi]) + u(-0.3, 0.3), raw, colour, half)
     # parked two-wheelers on the sidewalks
-    for parts, raw, chance in ((bicycle_parts(), RAW["bicycle"], rare.bicycle),
-                               (motorcycle_parts(), RAW["motorcycle"], rare.motorcycle)):
+    for parts, raw in ((bicycle_parts(), RAW["bicycle"]), (motorcycle_parts(), RAW["motorcycle"])):
         sign = choice(rng, [1, -1])
         e = plan.u_edges(sign)
         x = clear_x(sign, 1.0)
-        yaw, colour = choice(rng, [0.0, np.pi]), choice(rng, CAR_COLOURS)
-        if rng.random() < chance:
-            w.place(parts, x, sign * (e["sidewalk"] - 0.5), yaw, raw, colour, (0.5, 0.15))
+        w.place(parts, x, sign * (e["sidewalk"] - 0.5), choice(rng, [0.0, np.pi]), raw, choice(rng, CAR_COLOURS),
+                (0.5, 0.15))
     # people on the sidewalks
-    for _ in range(2):
+    for _ in range(int(rng.integers(1, 4))):
         sign = choice(rng, [1, -1])
         e = plan.u_edges(sign)
         x = clear_x(sign, 0.0)
-        y = sign * u(e["verge"] + 0.4, max(e["sidewalk"] - 0.4, e["verge"] + 0.6))
-        if rng.random() < rare.person:
-            w.person(x, y)
+        w.person(x, sign * u(e["verge"] + 0.4, max(e["sidewalk"] - 0.4, e["verge"] + 0.6)))
     # riders: a bicyclist at the right edge (or the left one on a narrow road), a motorcyclist oncoming
-    right_edge = road - plan.ego_offset > 2.1 and rng.random() < 0.5  # room to pass the bicyclist on the right
-    x_bicyclist = u(x0, x1) if right_edge else u(x0 + 20.0, x1)
-    if rng.random() < rare.bicyclist:
-        y, yaw = (-(road - 0.55), 0.0) if right_edge else (road - 0.55, np.pi)
-        w.rider(x_bicyclist, y, yaw, bicycle=True)
-    x_motorcyclist = u(x0, x0 + 12.0)
-    if rng.random() < rare.motorcyclist:
-        w.rider(x_motorcyclist, plan.oncoming_lane_y + u(-0.3, 0.3), np.pi, bicycle=False)
+    if road - plan.ego_offset > 2.1 and rng.random() < 0.5:  # room to pass the bicyclist on the right
+        w.rider(u(x0, x1), -(road - 0.55), 0.0, bicycle=True)
+    else:
+        w.rider(u(x0 + 20.0, x1), road - 0.55, np.pi, bicycle=True)
+    w.rider(u(x0, x0 + 12.0), plan.oncoming_lane_y + u(-0.3, 0.3), np.pi, bicycle=False)
     if rng.random() < config.oncoming_car_probability:
         w.car(u(x0 + 14.0, x0 + 19.0), plan.oncoming_lane_y + u(-0.2, 0.2), np.pi + u(-0.03, 0.03))

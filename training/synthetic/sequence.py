@@ -26,7 +26,7 @@ from elite_ros_training.data.semantickitti import pseudo_label_path, save_pseudo
 from .camera import CAMERA_RANGE, KITTI_P0, KITTI_P1, KITTI_P2, KITTI_P3, KITTI_TR, CameraFrame, render
 from .lidar import LidarConfig, LidarScan, scan
 from .pose import FRAME_PERIOD, EgoPose, TrajectoryConfig, ego_trajectory, trajectory_x
-from .scene import RareObjects, Scene, SceneConfig, generate_scene
+from .scene import Scene, SceneConfig, generate_scene
 
 SCENE_MARGIN_BEHIND = 130.0  # metres of street generated behind the first pose (> LiDAR range)
 # metres ahead of the last pose: beyond the camera's range, so a frame does not depend on the drive's length
@@ -51,14 +51,12 @@ class SyntheticSequence:
     seed: int
     lidar: LidarConfig = field(default_factory=LidarConfig)
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
-    rare: RareObjects = field(default_factory=RareObjects)
 
     def __post_init__(self) -> None:
         if self.frames < 1:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
         xs = trajectory_x(self.frames, self.seed, self.trajectory)
-        config = SceneConfig(x_min=float(xs[0]) - SCENE_MARGIN_BEHIND, x_max=float(xs[-1]) + SCENE_MARGIN_AHEAD,
-                             rare=self.rare)
+        config = SceneConfig(x_min=float(xs[0]) - SCENE_MARGIN_BEHIND, x_max=float(xs[-1]) + SCENE_MARGIN_AHEAD)
         self.scene: Scene = generate_scene(self.seed, config)
         self.poses: list[EgoPose] = ego_trajectory(self.frames, self.seed, self.trajectory, self.scene.ground,
                                                    self.scene.plan.ego_lane_y)
