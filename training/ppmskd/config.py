@@ -48,8 +48,9 @@ class LossConfig:
     imputation_weight: float = IMPUTATION_WEIGHT  # fusion student: imputed vs real image features
     u2mkd_logit_weight: float = U2MKD_LOGIT_WEIGHT  # kd u2mkd: teacher logits -> student logits
     u2mkd_feature_weight: float = U2MKD_FEATURE_WEIGHT  # kd u2mkd: teacher stage features, over all stages
-    #: kd u2mkd: weigh each point's logit KL by the CE class weight of the teacher's label (ours, §14.2)
-    u2mkd_logit_class_weighted: bool = False
+    #: kd u2mkd: weigh each point's logit KL by the CE class weight of the teacher's label (ours, §14.2;
+    #: the plain KL cost pole and car their IoU, §14.4)
+    u2mkd_logit_class_weighted: bool = True
     #: dense (pseudo-label) 2D losses on this many labelled pixels drawn at random per image instead of on
     #: every pixel of the crop (None: every pixel, the reference's); ours, for CPU-sized runs
     dense_pixels_per_image: int | None = None
