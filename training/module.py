@@ -120,7 +120,7 @@ class ELiTeModule(L.LightningModule):
             self.u2mkd = U2MKD(cfg.loss, student_channels=architecture.hidden_channels,
                                teacher_channels=self.lidar_teacher.config.hidden_channels,
                                num_stages=len(architecture.stage_scales), num_classes=architecture.num_classes,
-                               class_weights=torch.tensor(class_weights, dtype=torch.float32))
+                               class_weights=self.ppmskd.class_weights)
         num_classes = cfg.student.architecture.num_classes
         self.register_buffer("val_confusion", torch.zeros(num_classes, num_classes, dtype=torch.int64),
                              persistent=False)

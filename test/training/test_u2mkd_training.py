@@ -237,6 +237,9 @@ def test_u2mkd_with_class_weighted_kl_runs_a_step(teacher_file):
     weights = list(WEIGHTS)
     weights[3] = 5.0
     module = ELiTeModule.from_config(config, weights, total_steps=10)
-    assert module.u2mkd.class_weights.tolist() == pytest.approx(weights)
+    assert module.u2mkd.logit_weights.tolist() == pytest.approx(weights)
     terms = module.losses(batch)
     assert torch.isfinite(terms.terms["u2mkd_logits"]) and terms.terms["u2mkd_logits"].item() > 0.0
+    plain = ELiTeModule.from_config(tiny_config("u2mkd", teacher_file, loss={"u2mkd_logit_class_weighted": False}),
+                                    weights, total_steps=10)
+    assert plain.u2mkd.logit_weights.tolist() == [1.0] * len(weights)  # the plain KL: every point alike

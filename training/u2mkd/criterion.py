@@ -1,8 +1,8 @@
 """`U2MKD`: the distillation terms of one step from the LiDAR teacher to the fusion student (ref §14).
 
-terms = {"u2mkd_logits": w_logit KL(teacher || student) over every point (batchmean units; with
-                          `u2mkd_logit_class_weighted` each point weighs the class weight of the
-                          teacher's label, `losses.class_weighted_kl`),
+terms = {"u2mkd_logits": w_logit KL(teacher || student) per point, averaged over every point with the
+                          class weight of the teacher's label as its weight (`u2mkd_logit_class_weighted`)
+                          or with equal weights ('batchmean'), `losses.class_weighted_kl`,
          "u2mkd_stage{k}": (w_feature / S) cosine distance between the student's stage-k voxel features,
                            projected to the teacher's width, and the teacher's (S = number of stages)}.
 
@@ -15,11 +15,11 @@ stage, identity-initialised when the widths agree) are trainable and training-on
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from elite_ros.student import StudentOutput
 from elite_ros_training.ppmskd.config import LossConfig
-from elite_ros_training.ppmskd.losses import kd_divergence
 from elite_ros_training.u2mkd.losses import class_weighted_kl, feature_distillation_loss
 
 
@@ -31,10 +31,11 @@ class U2MKD(nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
-        if config.u2mkd_logit_class_weighted and (class_weights is None or class_weights.shape != (num_classes,)):
+        if not config.u2mkd_logit_class_weighted:
+            class_weights = torch.ones(num_classes)  # the plain KL: every point counts alike
+        elif class_weights is None or class_weights.shape != (num_classes,):
             raise ValueError(f"U2MKD: u2mkd_logit_class_weighted needs class_weights of shape ({num_classes},)")
-        self.register_buffer("class_weights", None if class_weights is None else class_weights.float().clone(),
-                             persistent=False)
+        self.register_buffer("logit_weights", class_weights.float().clone(), persistent=False)
         self.projections = nn.ModuleList([nn.Linear(student_channels, teacher_channels) for _ in range(num_stages)])
         if student_channels == teacher_channels:
             for projection in self.projections:
@@ -48,12 +49,8 @@ class U2MKD(nn.Module):
         if len(student.stages) != len(self.projections) or len(teacher.stages) != len(self.projections):
             raise ValueError(f"U2MKD: {len(student.stages)} student and {len(teacher.stages)} teacher stages, "
                              f"expected {len(self.projections)}")
-        if self.config.u2mkd_logit_class_weighted:
-            assert self.class_weights is not None  # __init__'s rule
-            kl = class_weighted_kl(student.logits, teacher.logits, self.class_weights)
-        else:  # kd_divergence averages over N x C entries ('mean', ref §6); x C gives KL per point ('batchmean')
-            kl = self.num_classes * kd_divergence(student.logits, teacher.logits)
-        terms = {"u2mkd_logits": self.config.u2mkd_logit_weight * kl}
+        terms = {"u2mkd_logits": self.config.u2mkd_logit_weight
+                 * class_weighted_kl(student.logits, teacher.logits, self.logit_weights)}
         weight = self.config.u2mkd_feature_weight / len(self.projections)
         for k, (projection, ours, theirs) in enumerate(zip(self.projections, student.stages, teacher.stages)):
             if ours.voxel_features.shape[0] != theirs.voxel_features.shape[0] or ours.scale != theirs.scale:

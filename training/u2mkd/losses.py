@@ -59,7 +59,7 @@ def class_weighted_kl(student_logits: Tensor, teacher_logits: Tensor, class_weig
         return student_logits.sum().float()
     dtype = torch.promote_types(student_logits.dtype, torch.float32)
     teacher = teacher_logits.detach().to(dtype)
-    log_teacher = F.log_softmax(teacher, dim=1)
-    per_point = (log_teacher.exp() * (log_teacher - F.log_softmax(student_logits.to(dtype), dim=1))).sum(dim=1)
+    per_point = F.kl_div(F.log_softmax(student_logits.to(dtype), dim=1), F.log_softmax(teacher, dim=1),
+                         reduction="none", log_target=True).sum(dim=1)
     weights = class_weights.to(device=teacher.device, dtype=dtype)[teacher.argmax(dim=1)]
     return (weights * per_point).sum() / weights.sum().clamp_min(torch.finfo(dtype).tiny)
