@@ -58,3 +58,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread_per_process(monkeypatch, one_torch_thread):
+    """DDP comparisons: this process and every process it spawns (ddp_spawn children read OMP_NUM_THREADS
+    when they import torch) run one intra-op thread, whatever the shell set, so both sides sum alike."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -187,6 +187,7 @@ def test_a_killed_run_resumed_from_its_last_checkpoint_reaches_the_same_weights(
         torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.usefixtures("one_thread_per_process")
 def test_two_ddp_processes_match_one_process_on_the_same_global_batch(tmp_path):
     """gloo DDP on 2 processes x batch 1 == 1 process x batch 1 x 2 accumulated micro-batches: the same
     micro-batch losses (in the same order) and the same weights after 3 optimiser steps."""

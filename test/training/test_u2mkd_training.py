@@ -135,6 +135,7 @@ def test_modality_dropout_withholds_images_from_the_input_only():
                             np.random.default_rng(0), train=False).image_withheld
 
 
+@pytest.mark.usefixtures("one_thread_per_process")
 def test_two_ddp_processes_of_u2mkd_match_one_process_on_the_same_global_batch(tmp_path, teacher_file):
     """gloo DDP on 2 processes x batch 1 == 1 process x batch 1 x 2 accumulated micro-batches (U2MKD, modality
     dropout and the paired flip on): the same micro-batch losses in the same order, the same weights."""
