@@ -178,7 +178,7 @@ class ELiTeModule(L.LightningModule):
                                     * imputation_loss(student.imputed, student.image_features))
         if self.u2mkd is not None and self.lidar_teacher is not None:
             teacher = self.lidar_teacher(StudentInput(points=batch.points, voxels=voxels))
-            for name, value in self.u2mkd(student, teacher).items():
+            for name, value in self.u2mkd(student, teacher, batch.labels).items():
                 terms = terms.with_term(name, value)
         # Every trainable parameter takes part in every step, also when a batch leaves the image path unused
         # (all its images withheld, or no point in view): a zero-weighted sum, so DDP needs no search for

@@ -244,3 +244,39 @@ def test_u2mkd_with_class_weighted_kl_runs_a_step(teacher_file):
     plain = ELiTeModule.from_config(tiny_config("u2mkd", teacher_file, loss={"u2mkd_logit_class_weighted": False}),
                                     weights, total_steps=10)
     assert plain.u2mkd.logit_weights.tolist() == [1.0] * len(weights)  # the plain KL: every point alike
+
+
+def test_the_teacher_right_kl_drops_only_the_points_the_teacher_gets_wrong():
+    from elite_ros_training.u2mkd import class_weighted_kl
+    from elite_ros_training.u2mkd.losses import teacher_right_or_unlabelled
+
+    # teacher labels: 0, 1, 1; ground truth: 1 (labelled, teacher right), 2 (wrong), 0 (unlabelled)
+    teacher = torch.log(torch.tensor([[0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.1, 0.6, 0.3]]))
+    labels = torch.tensor([1, 2, 0])
+    keep = teacher_right_or_unlabelled(teacher, labels)
+    assert keep.tolist() == [True, False, True]
+    student = torch.log(torch.full((3, 3), 1 / 3)).requires_grad_()
+    p = teacher.exp().numpy()
+    kl = (p * np.log(p * 3)).sum(axis=1)
+    weights = torch.tensor([1.0, 2.0, 4.0])  # the teacher's labels are 1, 1, 1: weight 2 each
+    kept = class_weighted_kl(student, teacher, weights, keep)
+    assert kept.item() == pytest.approx((kl[0] + kl[2]) / 2, rel=1e-6)
+    kept.backward()
+    assert student.grad[1].abs().max().item() == 0.0 and student.grad[0].abs().max().item() > 0.0
+    none_kept = class_weighted_kl(student, teacher, weights, torch.zeros(3, dtype=torch.bool))
+    assert none_kept.item() == 0.0
+    with pytest.raises(ValueError, match="keep"):
+        class_weighted_kl(student, teacher, weights, torch.ones(2, dtype=torch.bool))
+
+
+def test_u2mkd_with_the_teacher_right_kl_runs_a_step_and_needs_labels(teacher_file):
+    config = tiny_config("u2mkd", teacher_file, loss={"u2mkd_logit_teacher_right_only": True})
+    data = tiny_datamodule(config)
+    batch = collate([data.train_set[i] for i in range(2)], teacher_input_size=data.teacher_input)
+    module = ELiTeModule.from_config(config, WEIGHTS, total_steps=10)
+    terms = module.losses(batch)
+    assert torch.isfinite(terms.terms["u2mkd_logits"])
+    terms.total.backward()
+    student = module.student_forward(batch)
+    with pytest.raises(ValueError, match="labels"):
+        module.u2mkd(student, student)

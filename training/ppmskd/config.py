@@ -51,6 +51,9 @@ class LossConfig:
     #: kd u2mkd: weigh each point's logit KL by the CE class weight of the teacher's label (ours, §14.2;
     #: the plain KL cost pole and car their IoU, §14.4)
     u2mkd_logit_class_weighted: bool = True
+    #: kd u2mkd: the logit KL only on the points whose teacher label is the ground truth or that have none
+    #: (ours, §14.2: where the teacher is wrong, its KL pulls against the CE)
+    u2mkd_logit_teacher_right_only: bool = False
     #: dense (pseudo-label) 2D losses on this many labelled pixels drawn at random per image instead of on
     #: every pixel of the crop (None: every pixel, the reference's); ours, for CPU-sized runs
     dense_pixels_per_image: int | None = None
@@ -61,7 +64,8 @@ class LossConfig:
             raise ValueError(f"LossConfig.dense_pixels_per_image must be >= 1 or None, got "
                              f"{self.dense_pixels_per_image}")
         for f in fields(self):
-            if f.name in ("kd", "dense_pixels_per_image", "u2mkd_logit_class_weighted"):
+            if f.name in ("kd", "dense_pixels_per_image", "u2mkd_logit_class_weighted",
+                          "u2mkd_logit_teacher_right_only"):
                 continue
             value = float(getattr(self, f.name))
             if not value >= 0.0 or value == float("inf"):

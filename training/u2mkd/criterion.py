@@ -3,6 +3,8 @@
 terms = {"u2mkd_logits": w_logit KL(teacher || student) per point, averaged over every point with the
                           class weight of the teacher's label as its weight (`u2mkd_logit_class_weighted`)
                           or with equal weights ('batchmean'), `losses.class_weighted_kl`,
+                          (only on the points whose teacher label is right or unknown with
+                          `u2mkd_logit_teacher_right_only`),
          "u2mkd_stage{k}": (w_feature / S) cosine distance between the student's stage-k voxel features,
                            projected to the teacher's width, and the teacher's (S = number of stages)}.
 
@@ -20,11 +22,12 @@ from torch import Tensor, nn
 
 from elite_ros.student import StudentOutput
 from elite_ros_training.ppmskd.config import LossConfig
-from elite_ros_training.u2mkd.losses import class_weighted_kl, feature_distillation_loss
+from elite_ros_training.u2mkd.losses import class_weighted_kl, feature_distillation_loss, teacher_right_or_unlabelled
 
 
 class U2MKD(nn.Module):
-    """Stage projections + U2MKD terms: `forward(student, teacher) -> {name: weighted scalar}`."""
+    """Stage projections + U2MKD terms: `forward(student, teacher, labels) -> {name: weighted scalar}`
+    (labels: (Np,) ground truth of the points, ignore 0; needed by `u2mkd_logit_teacher_right_only`)."""
 
     def __init__(self, config: LossConfig, *, student_channels: int, teacher_channels: int, num_stages: int,
                  num_classes: int, class_weights: Tensor | None = None) -> None:
@@ -42,15 +45,21 @@ class U2MKD(nn.Module):
                 nn.init.eye_(projection.weight)
                 nn.init.zeros_(projection.bias)
 
-    def forward(self, student: StudentOutput, teacher: StudentOutput) -> dict[str, Tensor]:
+    def forward(self, student: StudentOutput, teacher: StudentOutput,
+                labels: Tensor | None = None) -> dict[str, Tensor]:
         if student.logits.shape != teacher.logits.shape:
             raise ValueError(f"U2MKD: student logits {tuple(student.logits.shape)} and teacher logits "
                              f"{tuple(teacher.logits.shape)} must match (same points, same classes)")
         if len(student.stages) != len(self.projections) or len(teacher.stages) != len(self.projections):
             raise ValueError(f"U2MKD: {len(student.stages)} student and {len(teacher.stages)} teacher stages, "
                              f"expected {len(self.projections)}")
+        keep = None
+        if self.config.u2mkd_logit_teacher_right_only:
+            if labels is None:
+                raise ValueError("U2MKD: u2mkd_logit_teacher_right_only needs the points' labels")
+            keep = teacher_right_or_unlabelled(teacher.logits, labels)
         terms = {"u2mkd_logits": self.config.u2mkd_logit_weight
-                 * class_weighted_kl(student.logits, teacher.logits, self.logit_weights)}
+                 * class_weighted_kl(student.logits, teacher.logits, self.logit_weights, keep)}
         weight = self.config.u2mkd_feature_weight / len(self.projections)
         for k, (projection, ours, theirs) in enumerate(zip(self.projections, student.stages, teacher.stages)):
             if ours.voxel_features.shape[0] != theirs.voxel_features.shape[0] or ours.scale != theirs.scale:
