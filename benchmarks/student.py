@@ -9,7 +9,7 @@ labels back to points, output clouds. It prints JSON: p50 / p95 / p99 / mean lat
 `--warmup` runs (each run's scan lacks its own random 0.5 % of the points, as consecutive scans of a drive
 differ; `--drop 0` repeats the scan itself), Hz (1000 / mean total), and peak memory.
 
-Every configuration (device, backend, precision, `--threads`, `--omp-wait`) runs in its own process,
+Every configuration (device, backend, precision, `--threads`, `--omp-wait`, `--nice`) runs in its own process,
 started with the environment the node would give it (OpenMP's wait policy is read when torch loads), and
 the configurations are interleaved call by call, so a drift of the shared machine's load hits them
 alike. Peak memory is that process's ``ru_maxrss`` (no sampling thread competes with the timed work;
@@ -123,6 +123,9 @@ def _load_configuration(config: dict) -> tuple:
     from elite_ros.handler import OUTPUTS, SegmentationHandler
     from elite_ros.params import SegmentParams
     from elite_ros.recording import kitti_cloud
+
+    if config["nice"]:  # the process's scheduling priority, as `nice -n N` would start the node
+        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + config["nice"])
 
     params = SegmentParams(checkpoint=config["checkpoint"], device=config["device"], precision=config["precision"],
                            backend=config["backend"], tta_votes=config["tta_votes"], threads=config["threads"])
@@ -241,6 +244,9 @@ def main() -> None:
                         choices=["passive", "active", "unset"],
                         help="OMP_WAIT_POLICY of each worker process (default: the node's, "
                              f"{OPENMP_WAIT_POLICY.lower()}; unset = libgomp's default, spin first)")
+    parser.add_argument("--nice", type=int, nargs="+", default=[0],
+                        help="niceness increments of the worker processes (default 0; negative values, a priority "
+                             "above the co-load's, need root or CAP_SYS_NICE: as `nice -n -5` in a launch prefix)")
     parser.add_argument("--co-load", type=int, default=0, metavar="N",
                         help="N busy processes (one spinning core each) run beside the work in alternate blocks of "
                              "--block rounds; each configuration is then reported quiet and under co-load")
@@ -291,17 +297,17 @@ def main() -> None:
     if not args.no_cpu:
         precisions = args.cpu_precisions or [p for p in ("fp32", "bf16") if cpu_supports_precision(p)]
         samplers = [False, True] if args.sampler_thread else [False]
-        configurations += [("cpu", backend, precision, threads, wait, sampler) for precision in precisions
+        configurations += [("cpu", backend, precision, threads, wait, sampler, nice) for precision in precisions
                            for threads in args.threads for wait in args.omp_wait for backend in backends
-                           for sampler in samplers]
+                           for sampler in samplers for nice in args.nice]
     if not args.no_gpu and torch.cuda.is_available():
-        configurations += [("cuda", backend, precision, args.threads[0], args.omp_wait[0], False)
+        configurations += [("cuda", backend, precision, args.threads[0], args.omp_wait[0], False, args.nice[0])
                            for backend in backends for precision in ("fp32", "fp16")]
     workers = []
-    for device, backend, precision, threads, wait, sampler in configurations:
+    for device, backend, precision, threads, wait, sampler, nice in configurations:
         config = {"device": device, "backend": backend, "precision": precision, "threads": threads,
-                  "omp_wait": wait, "sampler_thread": sampler, "checkpoint": str(checkpoint), "scan": str(args.scan),
-                  "drop": args.drop, "tta_votes": args.tta_votes}
+                  "omp_wait": wait, "sampler_thread": sampler, "nice": nice, "checkpoint": str(checkpoint),
+                  "scan": str(args.scan), "drop": args.drop, "tta_votes": args.tta_votes}
         workers.append(Worker(_load_configuration, config,
                               env={"OMP_WAIT_POLICY": None if wait == "unset" else wait.upper()}))
     ready = [w for w in workers if w.wait_ready()]
@@ -336,7 +342,8 @@ def main() -> None:
 
 
 def _entry(config: dict) -> dict:
-    return {key: config[key] for key in ("device", "backend", "precision", "threads", "omp_wait", "sampler_thread")}
+    return {key: config[key] for key in ("device", "backend", "precision", "threads", "omp_wait", "sampler_thread",
+                                         "nice")}
 
 
 if __name__ == "__main__":
