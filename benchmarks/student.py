@@ -46,7 +46,7 @@ import torch
 from co_load import BusyProcesses, Worker, peak_rss_mb
 
 from elite_ros.checkpoint import default_checkpoint
-from elite_ros.cpu_threads import OPENMP_WAIT_POLICY
+from elite_ros.cpu_threads import OPENMP_WAIT_POLICY, set_niceness
 from elite_ros.device import PRECISIONS, cpu_supports_precision
 from elite_ros.params import parameter_schema
 from elite_ros.segmenter import BOOKKEEPING_THREADS
@@ -124,8 +124,8 @@ def _load_configuration(config: dict) -> tuple:
     from elite_ros.params import SegmentParams
     from elite_ros.recording import kitti_cloud
 
-    if config["nice"]:  # the process's scheduling priority, as `nice -n N` would start the node
-        os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0) + config["nice"])
+    if config["nice"]:  # the node's `nice` parameter
+        set_niceness(config["nice"])
 
     params = SegmentParams(checkpoint=config["checkpoint"], device=config["device"], precision=config["precision"],
                            backend=config["backend"], tta_votes=config["tta_votes"], threads=config["threads"])
@@ -245,8 +245,8 @@ def main() -> None:
                         help="OMP_WAIT_POLICY of each worker process (default: the node's, "
                              f"{OPENMP_WAIT_POLICY.lower()}; unset = libgomp's default, spin first)")
     parser.add_argument("--nice", type=int, nargs="+", default=[0],
-                        help="niceness increments of the worker processes (default 0; negative values, a priority "
-                             "above the co-load's, need root or CAP_SYS_NICE: as `nice -n -5` in a launch prefix)")
+                        help="the node's `nice` parameter: niceness of each configuration's worker process (default "
+                             "0; below 0, a priority above the co-load's, needs root or CAP_SYS_NICE)")
     parser.add_argument("--co-load", type=int, default=0, metavar="N",
                         help="N busy processes (one spinning core each) run beside the work in alternate blocks of "
                              "--block rounds; each configuration is then reported quiet and under co-load")

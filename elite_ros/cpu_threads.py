@@ -42,6 +42,32 @@ def resolve_threads(threads: int) -> int:
     return threads or (os.cpu_count() or 1)
 
 
+#: niceness range of Linux (setpriority(2)): lower runs first when processes compete for a core
+NICENESS_RANGE = (-20, 19)
+
+
+def set_niceness(nice: int) -> int:
+    """Run every thread of this process at niceness `nice` (-20 .. 19); returns the niceness after.
+
+    Linux keeps a niceness per thread and a new thread inherits its creator's, so the threads that exist
+    (DDS's, the executor's, OpenMP's) are set one by one and later ones follow. Beside busy processes on
+    a shared CPU a node at a lower niceness gets a larger share of each core (README: On a shared CPU).
+    Raises PermissionError when the OS refuses: a niceness below the current one needs root,
+    CAP_SYS_NICE or an RLIMIT_NICE that allows it (limits.conf ``nice``).
+    """
+    low, high = NICENESS_RANGE
+    if not low <= nice <= high:
+        raise ValueError(f"nice must be in {low} .. {high}, got {nice}")
+    task_folder = "/proc/self/task"
+    threads = [int(name) for name in os.listdir(task_folder)] if os.path.isdir(task_folder) else [0]
+    for thread in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def set_torch_threads(threads: int) -> int:
     """Run torch's CPU operators on `threads` threads (0 = one per core), process-wide; returns the count."""
     import torch

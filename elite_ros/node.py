@@ -36,6 +36,7 @@ missing or not valid YAML stops `segment_node` with one line naming the file and
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -52,7 +53,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Float64
 
 from elite_ros.camera_feed import CameraFeed, stamp_ns
-from elite_ros.cpu_threads import prepare_openmp, resolve_threads
+from elite_ros.cpu_threads import prepare_openmp, resolve_threads, set_niceness
 from elite_ros.diagnostics import WARN, HealthMonitor, resolve_budget_ms
 from elite_ros.handler import OUTPUTS, PROCESSING_STAGES, SegmentationHandler
 from elite_ros.heap import heap_in_use
@@ -121,6 +122,7 @@ class SegmentNode(Node):
         self._diagnostics_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics,
                                                     callback_group=self._timer_group)
         refuse_unknown_parameters(self)  # every entity has declared its QoS overrides: before the model loads
+        self.niceness = self._apply_niceness()
         if segmenter is None:
             self.handler = SegmentationHandler.from_params(self.params)
         else:
@@ -149,8 +151,23 @@ class SegmentNode(Node):
         hint = self.handler.precision_hint
         if hint:
             self.get_logger().info(hint)
-        self.get_logger().info(f"{resolve_threads(self.params.threads)} CPU thread(s); latency budget "
-                               f"{self.latency_budget_ms:g} ms, stale input after {self.params.stale_input_s:g} s")
+        self.get_logger().info(f"{resolve_threads(self.params.threads)} CPU thread(s) at niceness {self.niceness}; "
+                               f"latency budget {self.latency_budget_ms:g} ms, stale input after "
+                               f"{self.params.stale_input_s:g} s")
+
+    def _apply_niceness(self) -> int:
+        """The `nice` parameter applied to every thread (`cpu_threads.set_niceness`); the niceness the node
+        runs at. One warning, and the node runs as started, when the OS refuses."""
+        started = os.getpriority(os.PRIO_PROCESS, 0)
+        if self.params.nice == 0:
+            return started
+        try:
+            return set_niceness(self.params.nice)
+        except PermissionError as error:
+            self.get_logger().warning(
+                f"nice {self.params.nice} refused by the OS ({error.strerror}): running at niceness {started}; "
+                "a niceness below the current one needs root, CAP_SYS_NICE or an RLIMIT_NICE that allows it")
+            return started
 
     def _subscribe_camera(self) -> CameraFeed | None:
         """The camera subscriptions and their feed, for a fusion checkpoint with ``camera.image_topic``."""
@@ -291,7 +308,7 @@ class SegmentNode(Node):
         values = {
             "processed": c.processed, "rejected": c.rejected, "failed": c.failed,
             "skipped_no_subscriber": self.skipped_no_subscriber, "points": c.points, **report.values,
-            "device": self._hardware_id, "threads": resolve_threads(self.params.threads),
+            "device": self._hardware_id, "threads": resolve_threads(self.params.threads), "nice": self.niceness,
             "checkpoint": self.params.checkpoint or "(bundled default)",
             "weights": "trained" if self.handler.trained else "UNTRAINED",
             "last_error": self.handler.last_error or "",

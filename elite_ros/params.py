@@ -107,6 +107,7 @@ class SegmentParams:
     max_points: int = 200_000  # 0 = no cap
     tta_votes: int = 1
     threads: int = 1  # torch CPU threads; 0 = one per core
+    nice: int = 0  # process niceness, -20 .. 19; 0 = as started
     latency_budget_ms: float = 0.0  # 0 = by device (elite_ros.diagnostics.AUTO_BUDGET_MS)
     stale_input_s: float = 1.0  # seconds
     filtered_keep_unlabelled: bool = True

@@ -1,4 +1,4 @@
-"""elite_ros.cpu_threads: passive OpenMP waiting unless chosen, and the threads parameter."""
+"""elite_ros.cpu_threads: passive OpenMP waiting unless chosen, the threads and the nice parameters."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,13 @@ import sys
 
 import pytest
 
-from elite_ros.cpu_threads import OPENMP_WAIT_POLICY, OPENMP_WAIT_POLICY_ENV, prepare_openmp, resolve_threads
+from elite_ros.cpu_threads import (
+    OPENMP_WAIT_POLICY,
+    OPENMP_WAIT_POLICY_ENV,
+    prepare_openmp,
+    resolve_threads,
+    set_niceness,
+)
 
 
 def test_passive_waiting_unless_the_environment_chose():
@@ -34,3 +40,50 @@ def test_threads_parameter():
     assert resolve_threads(0) == (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="threads must be >= 0"):
         resolve_threads(-1)
+
+
+# In a child process (a niceness raised without privilege cannot be lowered again): a thread started
+# before the call and one started after run at the new niceness, read back from /proc.
+NICENESS_OF_EVERY_THREAD = """
+import os, threading
+from elite_ros.cpu_threads import set_niceness
+ready, done = threading.Event(), threading.Event()
+def wait():
+    ready.set(); done.wait()
+before = threading.Thread(target=wait); before.start(); ready.wait()
+print(set_niceness({nice}))
+after = threading.Thread(target=done.wait); after.start()
+for tid in sorted(os.listdir('/proc/self/task')):
+    print(tid, os.getpriority(os.PRIO_PROCESS, int(tid)))
+done.set()
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from Linux's /proc")
+def test_set_niceness_moves_every_thread_of_the_process():
+    out = subprocess.run([sys.executable, "-c", NICENESS_OF_EVERY_THREAD.format(nice=7)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split("\n")
+    assert out[0] == "7"
+    threads = [line.split() for line in out[1:] if line]
+    assert len(threads) >= 3 and all(nice == "7" for _, nice in threads)
+
+
+REFUSED = """
+import os
+from elite_ros.cpu_threads import set_niceness
+if os.geteuid() == 0:
+    os.setuid(65534)  # root may lower its niceness: become nobody, who may not
+set_niceness(5)
+try:
+    set_niceness(-1)
+except PermissionError as error:
+    print("refused", os.getpriority(os.PRIO_PROCESS, 0))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from Linux's /proc")
+def test_a_niceness_the_os_refuses_raises_permission_error():
+    out = subprocess.run([sys.executable, "-c", REFUSED], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["refused", "5"]
+    with pytest.raises(ValueError, match="nice must be in -20 .. 19"):
+        set_niceness(20)

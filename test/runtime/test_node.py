@@ -1,6 +1,7 @@
 """The rclpy node for real: Luminar clouds over DDS (loopback, own domain) in, labelled clouds out."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -167,6 +168,30 @@ def test_diagnostics_warn_on_sustained_overruns(setup, luminar_clouds):
 
     assert spin_until(executor, lambda: bool(warnings()))  # over DDS
     assert warnings()[0].level == DiagnosticStatus.WARN
+
+
+def test_nice_is_applied_and_a_refusal_warns_and_keeps_the_node(ros_context, tiny_checkpoint, monkeypatch, capfd):
+    """The node sets its niceness from `nice` (patched here: this test process keeps its own) and reports it
+    in /diagnostics; when the OS refuses, one warning names the parameter and the node runs as started."""
+    import elite_ros.node as node_module
+
+    calls = []
+    monkeypatch.setattr(node_module, "set_niceness", lambda nice: calls.append(nice) or nice)
+    node = make_node(ros_context, tiny_checkpoint, nice=-5)
+    assert calls == [-5] and node.niceness == -5
+    assert {v.key: v.value for v in node.diagnostic_status().values}["nice"] == "-5"
+    node.destroy_node()
+
+    def refuse(nice):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(node_module, "set_niceness", refuse)
+    node = make_node(ros_context, tiny_checkpoint, nice=-5)
+    started = os.getpriority(os.PRIO_PROCESS, 0)
+    assert node.niceness == started
+    assert {v.key: v.value for v in node.diagnostic_status().values}["nice"] == str(started)
+    node.destroy_node()
+    assert "nice -5 refused by the OS (Operation not permitted)" in capfd.readouterr().err
 
 
 def test_stale_input_turns_warn(setup, luminar_clouds):

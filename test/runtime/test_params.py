@@ -48,6 +48,8 @@ def test_dataclass_schema_and_yaml_agree():
         ({"intensity_max": -1.0}, "intensity_max"),
         ({"latency_budget_ms": -1.0}, "latency_budget_ms"),
         ({"threads": -1}, "threads"),
+        ({"nice": -21}, "nice"),
+        ({"nice": 20}, "nice"),
         ({"stale_input_s": 0.0}, "stale_input_s"),
         ({"filtered_classes": [""]}, "filtered_classes"),
         ({"filtered_classes": ["road", "road"]}, "filtered_classes"),
