@@ -64,8 +64,7 @@ class LossConfig:
             raise ValueError(f"LossConfig.dense_pixels_per_image must be >= 1 or None, got "
                              f"{self.dense_pixels_per_image}")
         for f in fields(self):
-            if f.name in ("kd", "dense_pixels_per_image", "u2mkd_logit_class_weighted",
-                          "u2mkd_logit_teacher_right_only"):
+            if f.type != "float":  # the weights; the mode, switches and the pixel count are checked apart
                 continue
             value = float(getattr(self, f.name))
             if not value >= 0.0 or value == float("inf"):

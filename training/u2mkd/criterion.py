@@ -2,9 +2,9 @@
 
 terms = {"u2mkd_logits": w_logit KL(teacher || student) per point, averaged over every point with the
                           class weight of the teacher's label as its weight (`u2mkd_logit_class_weighted`)
-                          or with equal weights ('batchmean'), `losses.class_weighted_kl`,
-                          (only on the points whose teacher label is right or unknown with
-                          `u2mkd_logit_teacher_right_only`),
+                          or with equal weights ('batchmean'), `losses.class_weighted_kl`; with
+                          `u2mkd_logit_teacher_right_only` only over the points whose teacher label is
+                          the ground truth or that have none,
          "u2mkd_stage{k}": (w_feature / S) cosine distance between the student's stage-k voxel features,
                            projected to the teacher's width, and the teacher's (S = number of stages)}.
 
