@@ -234,3 +234,10 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path: Path):
     with pytest.raises(ParameterError, match="found alias"):
         load_params_file(path)
     assert time.perf_counter() - start < 5.0  # a bound for a shared CI machine, not a timing figure
+
+
+def test_the_nice_parameters_range_is_the_one_set_niceness_accepts():
+    from elite_ros.cpu_threads import NICENESS_RANGE
+
+    prop = parameter_schema()["nice"]
+    assert (prop["minimum"], prop["maximum"]) == NICENESS_RANGE
