@@ -52,8 +52,8 @@ class LossConfig:
     #: the plain KL cost pole and car their IoU, §14.4)
     u2mkd_logit_class_weighted: bool = True
     #: kd u2mkd: the logit KL only on the points whose teacher label is the ground truth or that have none
-    #: (ours, §14.2: where the teacher is wrong, its KL pulls against the CE)
-    u2mkd_logit_teacher_right_only: bool = False
+    #: (ours, §14.2: where the teacher is wrong, its KL pulls against the CE; the default since §14.4)
+    u2mkd_logit_teacher_right_only: bool = True
     #: dense (pseudo-label) 2D losses on this many labelled pixels drawn at random per image instead of on
     #: every pixel of the crop (None: every pixel, the reference's); ours, for CPU-sized runs
     dense_pixels_per_image: int | None = None
