@@ -183,6 +183,17 @@ def with_precision_for_this_cpu(config: TrainConfig, accelerator: str) -> TrainC
     return replace(config, trainer=replace(config.trainer, precision="32-true"))
 
 
+def _leave_process_group() -> None:
+    """Tear down the process group of a multi-process run (no-op in one process) once every rank is done.
+
+    Lightning's subprocess DDP leaves it to interpreter exit, where gloo's worker threads can be destroyed
+    while still joinable: std::terminate ("terminate called without an active exception", exit -6) after a
+    run that finished and saved everything."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def fit(config: TrainConfig, *, accelerator: str = "auto", devices: int = 1, num_nodes: int = 1,
         resume: str | Path | None = None, progress: bool = True, datamodule: ELiTeDataModule | None = None,
         **trainer_options: Any) -> FitResult:
@@ -207,6 +218,8 @@ def fit(config: TrainConfig, *, accelerator: str = "auto", devices: int = 1, num
     assert isinstance(callback, ModelCheckpoint)
     best = Path(callback.best_model_path) if callback.best_model_path else None
     score = callback.best_model_score
-    return FitResult(log_dir=Path(trainer.log_dir or "."), best_checkpoint=best,
-                     last_checkpoint=Path(callback.dirpath) / f"{LAST}.ckpt",
-                     best_miou=None if score is None else float(score), global_step=trainer.global_step)
+    result = FitResult(log_dir=Path(trainer.log_dir or "."), best_checkpoint=best,  # log_dir: a broadcast
+                       last_checkpoint=Path(callback.dirpath) / f"{LAST}.ckpt",
+                       best_miou=None if score is None else float(score), global_step=trainer.global_step)
+    _leave_process_group()
+    return result
