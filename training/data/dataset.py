@@ -4,7 +4,9 @@
     loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=2, collate_fn=collate)
 
 Each sample's random draws come from a generator seeded by (seed, epoch, index), so a sample is the
-same whichever worker builds it; call `set_epoch(e)` to get new augmentations every epoch.
+same whichever worker builds it; call `set_epoch(e)` to get new augmentations every epoch. With
+`polar_mix.probability` > 0 a training sample may be mixed with another frame (`polarmix`), drawn from a
+stream of its own.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from elite_ros_training.data.frame import ConcatFrames, FrameSource
+from elite_ros_training.data.frame import ConcatFrames, Frame, FrameSource
 from elite_ros_training.data.pipeline import PipelineConfig, Sample, build_sample
+from elite_ros_training.data.polarmix import polar_mix
+
+POLAR_MIX_STREAM = 2  # the 4th seed word of the PolarMix draws ([seed, epoch, index] drive the sample's own)
 
 
 class PointImageDataset(Dataset):
@@ -43,7 +48,20 @@ class PointImageDataset(Dataset):
         """Sample `index` of the current epoch; an index ``epoch * len(self) + i`` is sample i of that
         epoch (how `datamodule.EpochIndexSampler` pins every sample's draws to its epoch)."""
         epoch, index = divmod(int(index), len(self)) if index >= len(self) else (self.epoch, int(index))
-        return build_sample(self.frames[index], self.config, self.rng(index, epoch), self.train)
+        frame = self.frames[index]
+        if self.train and self.config.polar_mix.probability > 0 and len(self) > 1:
+            frame = self._polar_mixed(frame, index, epoch)
+        return build_sample(frame, self.config, self.rng(index, epoch), self.train)
+
+    def _polar_mixed(self, frame: Frame, index: int, epoch: int) -> Frame:
+        """`frame`, or (with polar_mix.probability) its mix with another frame drawn from the dataset; the
+        draws come from a stream of their own, so the sample's other augmentations stay as without it."""
+        rng = np.random.default_rng([self.seed, epoch, index, POLAR_MIX_STREAM])
+        if rng.random() >= self.config.polar_mix.probability:
+            return frame
+        partner = int(rng.integers(len(self) - 1))
+        partner += partner >= index  # any frame but this one
+        return polar_mix(frame, self.frames[partner], rng, self.config.polar_mix)
 
 
 def open_frames(path: str | Path, *, images: bool = True, **bag_options) -> FrameSource:

@@ -24,6 +24,8 @@ class Frame:
         projection: (3, 4) float64 LiDAR -> pixel matrix (P2 · [R0_rect ·] Tr), or None without a camera.
         pseudo_labels: (2, H, W) uint16 SAM-PLG (semantic training id, instance id) maps, or None.
         timestamp_ns: acquisition time of the scan, nanoseconds, or None when unknown.
+        camera_mask: (N,) bool, the points the image belongs to (the others get no pixel), or None = all;
+            a mixed frame (`polarmix`) holds points that its camera never saw.
     """
 
     frame_id: str
@@ -33,6 +35,7 @@ class Frame:
     projection: np.ndarray | None = None
     pseudo_labels: np.ndarray | None = None
     timestamp_ns: int | None = None
+    camera_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] != 4 or self.points.dtype != np.float32:
@@ -40,6 +43,10 @@ class Frame:
                              f"got {self.points.shape} {self.points.dtype}")
         if self.labels is not None and self.labels.shape != (len(self.points),):
             raise ValueError(f"frame {self.frame_id}: {len(self.labels)} labels for {len(self.points)} points")
+        if self.camera_mask is not None and (self.camera_mask.shape != (len(self.points),)
+                                             or self.camera_mask.dtype != np.bool_):
+            raise ValueError(f"frame {self.frame_id}: camera_mask must be ({len(self.points)},) bool, "
+                             f"got {self.camera_mask.shape} {self.camera_mask.dtype}")
         image = self.image
         if image is not None and (image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8):
             raise ValueError(f"frame {self.frame_id}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")

@@ -1,6 +1,8 @@
 """Per-sample processing of docs/reference.md §2: a `Frame` in, a typed `Sample` out.
 
-Order (training): range filter -> point dropout -> projection on the un-augmented coordinates ->
+Order (training): [PolarMix with another frame of the dataset, `polarmix`, when switched on] -> range
+filter -> point dropout -> projection on the un-augmented coordinates (a mixed frame's foreign points get
+no pixel) ->
 3D augmentation -> re-filter to the voxel grid (§10 item 9; image indices remapped) -> bottom crop ->
 colour jitter -> horizontal flip -> SAM normalisation; pseudo labels get the same crop and flip.
 Validation: no dropout, no 3D augmentation, a centred crop, no jitter, no flip.
@@ -19,6 +21,7 @@ from elite_ros.labels import to_training_ids
 from elite_ros_training.data import augment
 from elite_ros_training.data.augment import AugmentConfig, CropWindow, RigidAugmentation
 from elite_ros_training.data.frame import Frame
+from elite_ros_training.data.polarmix import PolarMixConfig
 from elite_ros_training.data.projection import project_points
 
 
@@ -44,6 +47,8 @@ class PipelineConfig:
     #: fusion student (ref §14, ours): mirror the 3D points (y -> -y) exactly when the image is flipped, so the
     #: two modalities stay mirror images of one scene (the volume must be symmetric in y)
     flip_with_image: bool = False
+    #: ref §13 (ours, after PolarMix): mix a training frame with another of the dataset (`dataset` applies it)
+    polar_mix: PolarMixConfig = field(default_factory=PolarMixConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.image_dropout <= 1.0:
@@ -112,6 +117,9 @@ def build_sample(frame: Frame, config: PipelineConfig, rng: np.random.Generator,
         height, width = frame.image.shape[:2]
         projection = project_points(xyz, frame.projection, width, height)
         point_to_pixel, pixels = projection.index, projection.pixels
+        if frame.camera_mask is not None:  # a mixed frame: only the image's own points get a pixel
+            seen = frame.camera_mask[ref_index[point_to_pixel]]
+            point_to_pixel, pixels = point_to_pixel[seen], pixels[seen]
     else:
         point_to_pixel, pixels = np.zeros(0, np.int64), np.zeros((0, 2), np.int64)
 
