@@ -11,6 +11,10 @@ Rows (each a `--row NAME=CHECKPOINT[:MODE]`, MODE one of):
   those points never see it, tested in test/runtime/test_fusion_student.py);
 - ``inside_fov``: only the points that do.
 
+A NAME given more than once (e.g. the same row trained with several seeds) is one row: its mIoU and IoUs
+are the means over its runs, with each run's figures under ``runs`` and the spread in ``miou_min`` /
+``miou_max`` (drawn as an error bar, each run a dot).
+
 Predictions are `Segmenter.predict` (the node's code path: range filter, the model's intensity scale, no
 point cap, no TTA); ground truth is the frames' labels through the model's learning map; the confusion is
 summed over every frame and IoU taken as in ref §8 (`elite_ros.metrics`).
@@ -87,6 +91,19 @@ def evaluate(checkpoint: Path, mode: str, folders: list[Path], threads: int) -> 
             "iou": {name: None if np.isnan(v) else float(v) for name, v in zip(classes.names[1:], iou)}}
 
 
+def combine(runs: list[dict[str, object]]) -> dict[str, object]:
+    """One row from several runs of it: mean mIoU and per-class IoU, the mIoU spread, and the runs."""
+    if len(runs) == 1:
+        return runs[0]
+    mious = [float(run["miou"]) for run in runs]  # type: ignore[arg-type]
+    iou = {}
+    for name in runs[0]["iou"]:  # type: ignore[union-attr]
+        values = [run["iou"][name] for run in runs]  # type: ignore[index]
+        iou[name] = None if any(v is None for v in values) else float(np.mean(values))
+    return {"mode": runs[0]["mode"], "model_kind": runs[0]["model_kind"], "miou": float(np.mean(mious)),
+            "miou_min": min(mious), "miou_max": max(mious), "iou": iou, "runs": runs}
+
+
 def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
     """mIoU per row, and per-class IoU of every row, in one PNG."""
     import matplotlib
@@ -99,11 +116,17 @@ def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [1, 4]})
     mious = [100 * float(rows[n]["miou"]) for n in names]  # type: ignore[arg-type]
     left.bar(names, mious, color=[f"C{i}" for i in range(len(names))])
+    for x, name in enumerate(names):
+        runs = rows[name].get("runs")
+        if runs:  # several runs: the min..max spread, and each run
+            low, high = 100 * float(rows[name]["miou_min"]), 100 * float(rows[name]["miou_max"])  # type: ignore[arg-type]
+            left.errorbar(x, mious[x], yerr=[[mious[x] - low], [high - mious[x]]], color="black", capsize=3)
+            left.scatter([x] * len(runs), [100 * float(r["miou"]) for r in runs], color="black", s=8, zorder=3)  # type: ignore[index]
     for x, value in enumerate(mious):
         left.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
     left.set_ylim(0, max(mious) * 1.15 + 1)
     left.set_ylabel("mIoU (%)")
-    left.set_title("mIoU")
+    left.set_title("mIoU (bars: mean of the runs; dots: each run)")
     left.tick_params(axis="x", rotation=45)
     width = 0.8 / len(names)
     for i, name in enumerate(names):
@@ -125,10 +148,15 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="PNG to write")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    rows = {}
-    for text in args.row:
-        name, checkpoint, mode = parse_row(text)
-        rows[name] = evaluate(checkpoint, mode, args.data, args.threads)
+    wanted = [parse_row(text) for text in args.row]
+    modes: dict[str, str] = {}
+    for name, _, mode in wanted:
+        if modes.setdefault(name, mode) != mode:
+            raise SystemExit(f"row {name!r} is given with modes {modes[name]!r} and {mode!r}: one mode per name")
+    runs: dict[str, list[dict[str, object]]] = {}
+    for name, checkpoint, mode in wanted:
+        runs.setdefault(name, []).append(evaluate(checkpoint, mode, args.data, args.threads))
+    rows = {name: combine(results) for name, results in runs.items()}
     if args.plot:
         plot(rows, args.plot)
     print(json.dumps({"data": [str(d) for d in args.data], "rows": rows, "plot": str(args.plot or "")}, indent=1))
