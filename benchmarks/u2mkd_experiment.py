@@ -112,7 +112,8 @@ def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(rows)
-    classes = [c for c in rows[names[0]]["iou"] if any(rows[n]["iou"][c] is not None for n in names)]  # type: ignore[index]
+    shown = 0.01  # per-class panel: only the classes some row reaches 1 % IoU on (the others are 0 for all)
+    classes = [c for c in rows[names[0]]["iou"] if any((rows[n]["iou"][c] or 0.0) >= shown for n in names)]  # type: ignore[index]
     figure, (left, right) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [1, 4]})
     mious = [100 * float(rows[n]["miou"]) for n in names]  # type: ignore[arg-type]
     left.bar(names, mious, color=[f"C{i}" for i in range(len(names))])
@@ -135,7 +136,7 @@ def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
                   color=f"C{i}")
     right.set_xticks(np.arange(len(classes)), classes, rotation=45, ha="right")
     right.set_ylabel("IoU (%)")
-    right.set_title("per-class IoU")
+    right.set_title(f"per-class IoU (classes at >= {100 * shown:.0f} % in some row)")
     right.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
