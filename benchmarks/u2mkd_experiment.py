@@ -123,12 +123,13 @@ def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
             low, high = 100 * float(rows[name]["miou_min"]), 100 * float(rows[name]["miou_max"])  # type: ignore[arg-type]
             left.errorbar(x, mious[x], yerr=[[mious[x] - low], [high - mious[x]]], color="black", capsize=3)
             left.scatter([x] * len(runs), [100 * float(r["miou"]) for r in runs], color="black", s=8, zorder=3)  # type: ignore[index]
-    for x, value in enumerate(mious):
-        left.text(x, value + 0.5, f"{value:.1f}", ha="center", fontsize=8)
+    for x, (name, value) in enumerate(zip(names, mious)):
+        top = 100 * float(rows[name].get("miou_max", rows[name]["miou"]))  # type: ignore[arg-type]
+        left.text(x, max(top, value) + 0.5, f"{value:.1f}", ha="center", fontsize=8)
     left.set_ylim(0, max(mious) * 1.15 + 1)
     left.set_ylabel("mIoU (%)")
     left.set_title("mIoU (bars: mean of the runs; dots: each run)")
-    left.tick_params(axis="x", rotation=45)
+    left.set_xticks(np.arange(len(names)), names, rotation=45, ha="right")
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         values = [100 * (rows[name]["iou"][c] or 0.0) for c in classes]  # type: ignore[index]
