@@ -274,6 +274,8 @@ def test_diagnostics_report_the_heap_in_use_between_scans(setup, luminar_clouds)
     node._heap_sampled_s = float("-inf")
     tester.pub.publish(luminar_clouds[1])
     assert spin_until(executor, lambda: len(tester.received["out/segmentation"]) == 2)
+    # the sample follows the publication in the node's callback, which may still be running: wait for it
+    assert spin_until(executor, lambda: node._heap_sampled_s != float("-inf"))
     assert node.heap_in_use is not None and node.heap_in_use - reported()[0] > 3_500_000 and len(kept) == 4096
 
 
