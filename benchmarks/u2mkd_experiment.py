@@ -117,15 +117,14 @@ def plot(rows: dict[str, dict[str, object]], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(16, 5), gridspec_kw={"width_ratios": [1, 4]})
     mious = [100 * float(rows[n]["miou"]) for n in names]  # type: ignore[arg-type]
     left.bar(names, mious, color=[f"C{i}" for i in range(len(names))])
-    for x, name in enumerate(names):
+    for x, (name, value) in enumerate(zip(names, mious)):
+        top = value
         runs = rows[name].get("runs")
         if runs:  # several runs: the min..max spread, and each run
-            low, high = 100 * float(rows[name]["miou_min"]), 100 * float(rows[name]["miou_max"])  # type: ignore[arg-type]
-            left.errorbar(x, mious[x], yerr=[[mious[x] - low], [high - mious[x]]], color="black", capsize=3)
+            low, top = 100 * float(rows[name]["miou_min"]), 100 * float(rows[name]["miou_max"])  # type: ignore[arg-type]
+            left.errorbar(x, value, yerr=[[value - low], [top - value]], color="black", capsize=3)
             left.scatter([x] * len(runs), [100 * float(r["miou"]) for r in runs], color="black", s=8, zorder=3)  # type: ignore[index]
-    for x, (name, value) in enumerate(zip(names, mious)):
-        top = 100 * float(rows[name].get("miou_max", rows[name]["miou"]))  # type: ignore[arg-type]
-        left.text(x, max(top, value) + 0.5, f"{value:.1f}", ha="center", fontsize=8)
+        left.text(x, top + 0.5, f"{value:.1f}", ha="center", fontsize=8)
     left.set_ylim(0, max(mious) * 1.15 + 1)
     left.set_ylabel("mIoU (%)")
     left.set_title("mIoU (bars: mean of the runs; dots: each run)")

@@ -2,6 +2,7 @@
 of a mixed frame through the pipeline, and the dataset's mixing stream."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_the_partners_points_get_no_pixel_in_the_pipeline():
     scan_index = sample.ref_index[sample.point_to_pixel]
     assert len(scan_index) > 0 and mixed.camera_mask[scan_index].all()
     # the same frame without the mask would have linked partner points that fall into the image
-    unmasked = Frame(**{**mixed.__dict__, "camera_mask": None})
+    unmasked = dataclasses.replace(mixed, camera_mask=None)
     linked = build_sample(unmasked, PipelineConfig(), np.random.default_rng(0), train=True)
     assert (~mixed.camera_mask[linked.ref_index[linked.point_to_pixel]]).any()
 

@@ -13,11 +13,12 @@ the image (`Frame.camera_mask`): B's points were never seen by A's camera.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from elite_ros.labels import SEMANTIC_KITTI, to_training_ids
+from elite_ros_training.data.augment import RigidAugmentation
 from elite_ros_training.data.frame import Frame
 
 #: PolarMix's scene-level swap on SemanticKITTI: a sector of half a turn at a uniformly random start
@@ -58,10 +59,8 @@ def in_sector(xyz: np.ndarray, start: float, width: float) -> np.ndarray:
 
 def rotated_about_z(points: np.ndarray, angle: float) -> np.ndarray:
     """(N, 4) copy of `points` (x, y, z metres + intensity) turned by `angle` radians about the z axis."""
-    c, s = math.cos(angle), math.sin(angle)
     out = points.copy()
-    out[:, 0] = c * points[:, 0] - s * points[:, 1]
-    out[:, 1] = s * points[:, 0] + c * points[:, 1]
+    out[:, :3] = replace(RigidAugmentation.identity(), angle=angle).apply(points)
     return out
 
 
