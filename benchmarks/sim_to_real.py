@@ -80,9 +80,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="student .safetensors (default: the bundled default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-intensity", action="store_true", help="also drop the spvnas scan's intensity")
+    parser.add_argument("--tta-votes", type=int, default=1,
+                        help="test-time votes per scan (rotations and shifts, as `elite-ros evaluate`)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, device="cpu", warmup=False)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, device="cpu", warmup=False,
+                                          tta_votes=args.tta_votes)
     results, total = {}, np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for name, (xyz, intensity, truth) in real_scans().items():
         result = evaluate(segmenter, xyz, None if args.no_intensity else intensity, truth)
@@ -90,7 +93,7 @@ def main() -> None:
         results[name] = result
     mean = float(np.mean([r["miou"] for r in results.values()]))
     print(json.dumps({"checkpoint": str(args.checkpoint or "bundled default"),
-                      "trained": segmenter.trained, "mean_miou_of_scans": round(mean, 4),
+                      "trained": segmenter.trained, "tta_votes": args.tta_votes, "mean_miou_of_scans": round(mean, 4),
                       "pooled": {"miou": round(mean_iou(iou_per_class(total)), 4), "iou": _iou_dict(total)},
                       "scans": results}, indent=2))
 
