@@ -1,11 +1,15 @@
 """The DDS soak's moving parts: the mixed stream of clouds, the publisher process and the figures.
 
     python test/runtime/dds_soak.py publish --count N --manifest FILE [--seed S] [--rate-hz 10] [--huge-every K]
+                                            [--malformed-tail M]
     python test/runtime/dds_soak.py leaky-node LEAK_BYTES [segment_node arguments ...]
 
 `publish` sends `stream(count)` to the node's input at `rate_hz` with sensor-data QoS (best effort, keep
 last 1, as a LiDAR driver), each cloud's ``header.frame_id`` = ``soak:<index>:<kind>`` and its stamp = the
 wall-clock time of publishing, and writes a JSON manifest (index, kind, valid, points, stamp) when done.
+With `--malformed-tail M` the stream ends with M malformed clouds, TAIL_GAP_S apart: keep-last-1 drops every
+cloud the node's callback is too busy to take, so under load the few malformed clouds of the stream can all be
+dropped; the last cloud of a stream is never replaced, so at least the last of the tail reaches the callback.
 `leaky-node` is segment_node with a leak of LEAK_BYTES per cloud: the control that shows the soak's RSS
 bound catches such a leak. Both run in processes of their own; test/runtime/test_soak_node.py starts them.
 """
@@ -29,6 +33,7 @@ KINDS_MALFORMED = ("truncated", "no-z", "datatype-42", "overlap", "point_step-2*
 HUGE_POINTS = 300_000  # above the default point cap (200,000): the capped subsample runs the network
 WARMUP_HUGE_AT = 10  # the first huge cloud comes early: the heap's high-water mark before the RSS fit
 UINT32_MAX = 2**32 - 1
+TAIL_GAP_S = 2.0  # seconds between the malformed clouds of the tail (longer than a small cloud's processing)
 #: point counts [low, high) of the "small" valid clouds. From 1,024 points on, every per-point numpy buffer
 #: of a cloud (the 1-byte masks the smallest) is at least 1 KiB, above numpy's small-buffer cache: numpy keeps
 #: up to 7 freed data buffers of each size under 1 KiB for reuse (its allocator, numpy/_core/src/multiarray/
@@ -216,8 +221,9 @@ def percentiles_ms(latencies_ms: list[float]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------------- processes
-def publish(count: int, manifest: str, seed: int, rate_hz: float, huge_every: int) -> None:
-    """Wait for the node's subscription, send the stream at `rate_hz`, write the manifest."""
+def publish(count: int, manifest: str, seed: int, rate_hz: float, huge_every: int, malformed_tail: int = 0) -> None:
+    """Wait for the node's subscription, send the stream at `rate_hz` and then the malformed tail (see the
+    module docstring), write the manifest."""
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
@@ -234,15 +240,24 @@ def publish(count: int, manifest: str, seed: int, rate_hz: float, huge_every: in
     sent: list[Sent] = []
     period_s = 1.0 / rate_hz
     start = time.monotonic()
-    for index, (kind, msg) in enumerate(stream(count, seed, huge_every)):
-        next_at = start + index * period_s
-        time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def send(index: int, kind: str, msg: Any) -> None:
         stamp_ns = time.time_ns()
         msg.header.frame_id = frame_id(index, kind)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         publisher.publish(msg)
         sent.append(Sent(index, kind, kind in KINDS_VALID, int(msg.height) * int(msg.width), stamp_ns))
+
+    for index, (kind, msg) in enumerate(stream(count, seed, huge_every)):
+        next_at = start + index * period_s
+        time.sleep(max(0.0, next_at - time.monotonic()))
+        send(index, kind, msg)
     late_s = time.monotonic() - start - (count - 1) * period_s
+    tail_rng = np.random.default_rng([seed, 1])
+    for i in range(malformed_tail):
+        time.sleep(TAIL_GAP_S)
+        kind = KINDS_MALFORMED[i % len(KINDS_MALFORMED)]
+        send(count + i, kind, build(kind, tail_rng))
     with open(manifest + ".tmp", "w") as out:
         json.dump({"sent": [asdict(s) for s in sent], "late_s": late_s, "rate_hz": rate_hz}, out)
     os.replace(manifest + ".tmp", manifest)
@@ -276,12 +291,13 @@ def main(argv: list[str]) -> int:
     pub.add_argument("--seed", type=int, default=0)
     pub.add_argument("--rate-hz", type=float, default=10.0)
     pub.add_argument("--huge-every", type=int, default=0)
+    pub.add_argument("--malformed-tail", type=int, default=0)
     leak = commands.add_parser("leaky-node")
     leak.add_argument("leak_bytes", type=int)
     leak.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "publish":
-        publish(args.count, args.manifest, args.seed, args.rate_hz, args.huge_every)
+        publish(args.count, args.manifest, args.seed, args.rate_hz, args.huge_every, args.malformed_tail)
         return 0
     return leaky_node(args.leak_bytes, ["segment_node", *args.rest])
 

@@ -125,7 +125,7 @@ def _node_command(leak_bytes: int) -> list[str]:
     return [sys.executable, "-m", "elite_ros.node", *ros_args]
 
 
-def run_soak(tmp_path: Path, count: int, *, huge_every: int, leak_bytes: int = 0) -> dict:
+def run_soak(tmp_path: Path, count: int, *, huge_every: int, leak_bytes: int = 0, malformed_tail: int = 0) -> dict:
     """Start the node, the monitor and the publisher; return the figures (and the raw records)."""
     log = open(tmp_path / "node.log", "w")  # noqa: SIM115 - closed below
     node = subprocess.Popen(_node_command(leak_bytes), stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -140,8 +140,10 @@ def run_soak(tmp_path: Path, count: int, *, huge_every: int, leak_bytes: int = 0
         time.sleep(2.0)  # the node sees the monitor's subscription too (else it skips clouds: no subscriber)
         manifest = tmp_path / "manifest.json"
         publisher = subprocess.Popen([sys.executable, str(HERE / "dds_soak.py"), "publish", "--count", str(count),
-                                      "--manifest", str(manifest), "--huge-every", str(huge_every)])
-        assert publisher.wait(timeout=count / 10.0 * 3 + 300) == 0, "the publisher failed"
+                                      "--manifest", str(manifest), "--huge-every", str(huge_every),
+                                      "--malformed-tail", str(malformed_tail)])
+        budget_s = count / 10.0 * 3 + malformed_tail * dds_soak.TAIL_GAP_S + 300
+        assert publisher.wait(timeout=budget_s) == 0, "the publisher failed"
         while time.monotonic() - monitor.changed_s < IDLE_S:  # the node works off what it still holds
             assert node.poll() is None, f"the node stopped: {(tmp_path / 'node.log').read_text()[-3000:]}"
             time.sleep(0.5)
@@ -203,8 +205,9 @@ def public(figures: dict) -> dict:
 
 @pytest.mark.timeout(900)
 def test_the_node_over_dds_answers_every_cloud_it_gets(tmp_path):
-    """CI's short soak: 150 clouds at 10 Hz (no huge ones), accounting only."""
-    figures = run_soak(tmp_path, 150, huge_every=0)
+    """CI's short soak: 150 clouds at 10 Hz (no huge ones) and a tail of 3 malformed ones (so that the rejection
+    path is reached however many of the stream's malformed clouds a busy node drops), accounting only."""
+    figures = run_soak(tmp_path, 150, huge_every=0, malformed_tail=3)
     print(json.dumps(public(figures)))
     check_accounting(figures)
     assert figures["answered"] > 0 and figures["rejected"] > 0
