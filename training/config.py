@@ -63,6 +63,11 @@ class DataConfig:
     #: points per training id (20 values) for the class weights of every cross-entropy (ref §6); None =
     #: counted over the in-range points of the training frames when training starts
     class_counts: tuple[int, ...] | None = None
+    #: points per training id (20 values) in the data the model will be used on, when its class mix
+    #: differs from the training frames' (the synthetic world's): `export` then offsets the classifier's
+    #: biases by the label-shift correction (`label_shift.label_shift_offsets`). None = no correction.
+    #: Needs class_counts None (the training shares are those counted over the training frames).
+    target_class_counts: tuple[int, ...] | None = None
     #: synthetic drives rendered (once, under <trainer.out_dir>/synthetic/) when train / val are empty
     synthetic: SyntheticDrives | None = None
     batch_size: int = BATCH_SIZE
@@ -75,8 +80,13 @@ class DataConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.class_counts is not None and any(c < 0 for c in self.class_counts):
-            raise ValueError(f"class_counts must be >= 0, got {list(self.class_counts)}")
+        for name in ("class_counts", "target_class_counts"):
+            counts = getattr(self, name)
+            if counts is not None and any(c < 0 for c in counts):
+                raise ValueError(f"{name} must be >= 0, got {list(counts)}")
+        if self.target_class_counts is not None and self.class_counts is not None:
+            raise ValueError("target_class_counts needs the class shares of the training frames: set "
+                             "class_counts to null (counted over the training frames)")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ kind and, for the fusion student, its camera input (the pipeline's pixel normali
 palette and learning map; the voxel grid and the intensity scale the network was trained with; the full
 training config, the data it saw, its validation mIoU and per-class IoU, the epoch and step, and the
 source commit. The Lightning file is read with ``weights_only=True``: nothing in it is executed.
+
+With ``data.target_class_counts`` in the training config, the classifier's output biases are offset by
+the label-shift correction from the training frames' class shares to those counts (`label_shift`); the
+offsets and the target counts go into the metadata (``training.label_shift``; the training frames'
+counts are in ``training.data.class_counts``).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from elite_ros.config_loader import ConfigError, dump_dataclass
 from elite_ros.fusion import FusionConfig, FusionStudent
 from elite_ros.student import Student
 from elite_ros_training.config import TrainConfig, config_from_mapping
+from elite_ros_training.label_shift import add_logit_offsets, label_shift_offsets
 from elite_ros_training.module import RUN_KEY, STUDENT_PREFIX, student_state_dict
 from elite_ros_training.synthetic.drives import only_these_drives
 
@@ -72,10 +78,11 @@ def student_from_checkpoint(checkpoint: dict[str, Any],
     return student.eval(), config
 
 
-def export_student(source: str | Path, out: str | Path, *, half: bool = False) -> Path:
+def export_student(source: str | Path, out: str | Path, *, half: bool = False, label_shift: bool = True) -> Path:
     """Write the student of training checkpoint `source` to `out` (.safetensors), atomically.
 
     half: store the floating-point tensors as float16 (half the file; the runtime upcasts on loading).
+    label_shift: apply the config's ``data.target_class_counts`` correction (False: the network as trained).
     """
     source, out = Path(source), Path(out)
     if out.suffix != ".safetensors":
@@ -99,6 +106,19 @@ def export_student(source: str | Path, out: str | Path, *, half: bool = False) -
     }
     if config.data.synthetic is not None and only_these_drives(config.data.synthetic, config.data.train):
         training["data_licence"] = "synthetic world only (elite-ros-train synth): no KITTI data"
+    if label_shift and config.data.target_class_counts is not None:
+        train_counts = training["data"].get("class_counts")
+        if train_counts is None:
+            raise ExportError(f"{source}: data.target_class_counts is set, but the run recorded no class counts of "
+                              "its training frames (trained by an older elite_ros); export it without the "
+                              "correction (--no-label-shift) or retrain")
+        offsets = label_shift_offsets(train_counts, config.data.target_class_counts)
+        add_logit_offsets(student, offsets)
+        training["label_shift"] = {"target_class_counts": list(config.data.target_class_counts),
+                                   "logit_offsets": [round(float(v), 6) for v in offsets]}
+        if "data_licence" in training:
+            training["data_licence"] += ("; output biases shifted to the class shares of "
+                                         "training.label_shift.target_class_counts (aggregate counts only)")
     camera = {}
     if config.student.fusion is not None:
         pipeline = config.data.pipeline

@@ -203,8 +203,11 @@ def fit(config: TrainConfig, *, accelerator: str = "auto", devices: int = 1, num
     datamodule = datamodule or ELiTeDataModule(config, progress=progress)
     world = devices * num_nodes
     total_steps = datamodule.total_steps(world)
-    weights = class_weights_from_counts(datamodule.class_counts()).tolist()
-    module = ELiTeModule.from_config(config, weights, total_steps, world, data=datamodule.summary())
+    counts = datamodule.class_counts()
+    weights = class_weights_from_counts(counts).tolist()
+    # the counts the CE weights come from, into the metadata; export's label-shift correction reads them
+    data = {**datamodule.summary(), "class_counts": counts.tolist()}
+    module = ELiTeModule.from_config(config, weights, total_steps, world, data=data)
     checkpoint = None
     if resume is not None:
         checkpoint = find_last_checkpoint(config) if str(resume) == LAST else Path(resume)

@@ -162,6 +162,8 @@ def test_the_bundled_default_checkpoint_is_trained_on_synthetic_data_and_loads(t
     assert training["data_licence"].startswith("synthetic world only") and training["storage"] == "float16"
     assert all(Path(p).name.startswith("train_s") for p in training["data"]["train"])
     assert 0.0 < training["val_miou"] <= 1.0 and len(training["val_iou"]) > 0
+    offsets = training["label_shift"]["logit_offsets"]  # towards SemanticKITTI's class mix (reference §13)
+    assert len(offsets) == 20 and offsets[0] == 0.0
     assert {tensor.dtype for tensor in load_file(str(path)).values() if tensor.is_floating_point()} == {torch.float16}
     model = Student()
     assert load_checkpoint(path, model) == metadata

@@ -112,6 +112,14 @@ def test_inconsistent_sections_are_refused():
         load_config(named_config("base"), ["loss.kd=none"])
     with pytest.raises(ConfigError, match="differs from the student's voxel grid"):
         load_config(named_config("row_a"), ["data.pipeline.volume_max=[40.0, 50.0, 2.0]"])
+    with pytest.raises(ConfigError, match="target_class_counts needs the class shares of the training frames"):
+        load_config(named_config("base"), [f"data.target_class_counts=[0{', 1' * 19}]"])
+
+
+def test_the_default_checkpoint_is_corrected_towards_semantickittis_class_mix():
+    config = load_config(named_config("default_checkpoint"))
+    assert config.data.class_counts is None  # the shares of the synthetic training frames, counted
+    assert config.data.target_class_counts == load_config(named_config("base")).data.class_counts
 
 
 @pytest.mark.parametrize(("precision", "supported", "accelerator", "expected"), [

@@ -18,12 +18,14 @@ from tiny_data import TINY, TINY_TEACHER, TinyFrames, write_tiny_sequence
 
 from elite_ros.checkpoint import read_metadata
 from elite_ros.segmenter import Segmenter
+from elite_ros_training.cli import main as train_cli
 from elite_ros_training.config import config_from_mapping, merge, named_config, read_config_mapping
 from elite_ros_training.data.collate import collate
 from elite_ros_training.datamodule import ELiTeDataModule
-from elite_ros_training.export import export_student, read_training_checkpoint, student_from_checkpoint
+from elite_ros_training.export import ExportError, export_student, read_training_checkpoint, student_from_checkpoint
 from elite_ros_training.fit import fit
-from elite_ros_training.module import ELiTeModule, cosine_factor
+from elite_ros_training.label_shift import label_shift_offsets
+from elite_ros_training.module import RUN_KEY, ELiTeModule, cosine_factor
 from elite_ros_training.ppmskd import class_weights_from_counts
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -142,6 +144,36 @@ def test_export_gives_a_segmenter_that_predicts_like_the_module_in_eval_mode(tmp
     assert halved.model.classifier[0].weight.dtype == torch.float32  # upcast on loading
     assert np.mean(halved.predict(scan_from_arrays(sample.points[:, :3], sample.points[:, 3])).class_id
                    == prediction.class_id) >= 0.99
+
+
+def test_export_folds_the_label_shift_correction_into_the_output_biases(tmp_path):
+    from safetensors.torch import load_file
+
+    target = [0, 40, 1, 1, 2, 2, 1, 1, 1, 200, 10, 150, 5, 200, 80, 400, 10, 120, 4, 1]  # a KITTI-like mix
+    config = tiny_config("row_a", data={"target_class_counts": target},
+                         trainer={"max_epochs": 1, "out_dir": str(tmp_path), "name": "run"})
+    data = tiny_datamodule(config)
+    result = fit(config, datamodule=data, progress=False, accelerator="cpu")
+    shifted, raw = tmp_path / "shifted.safetensors", tmp_path / "raw.safetensors"
+    assert train_cli(["export", str(result.last_checkpoint), str(shifted)]) == 0
+    assert train_cli(["export", str(result.last_checkpoint), str(raw), "--no-label-shift"]) == 0
+    training = read_metadata(shifted).training
+    recorded, counts = training["label_shift"], data.class_counts().tolist()
+    assert training["data"]["class_counts"] == counts and recorded["target_class_counts"] == target
+    offsets = label_shift_offsets(counts, target)
+    assert recorded["logit_offsets"] == pytest.approx(offsets.tolist(), abs=1e-6)
+    assert "label_shift" not in read_metadata(raw).training
+    shifted_tensors, raw_tensors = load_file(shifted), load_file(raw)
+    bias = "classifier.2.bias"
+    assert torch.allclose(shifted_tensors[bias] - raw_tensors[bias], torch.tensor(offsets, dtype=torch.float32),
+                          atol=1e-5)
+    assert all(torch.equal(shifted_tensors[k], raw_tensors[k]) for k in raw_tensors if k != bias)
+    # a training checkpoint without the recorded counts (an older run) is refused, naming the way out
+    old = read_training_checkpoint(result.last_checkpoint)
+    del old[RUN_KEY]["data"]["class_counts"]
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(ExportError, match="no class counts.*--no-label-shift"):
+        export_student(tmp_path / "old.ckpt", tmp_path / "old.safetensors")
 
 
 def _fit_command(folder: Path, out: Path, epochs: int, resume: bool = False) -> list[str]:

@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "default-checkpoint", help="reproduce the shipped default checkpoint (synthetic data only)",
         description="Render the synthetic drives that training/configs/default_checkpoint.yaml names, train the "
                     "student on them alone (no KITTI data), and export the best validation checkpoint as float16 "
-                    "safetensors with its metadata. Deterministic by the config's seeds (up to float rounding).")
+                    "safetensors with its metadata, its output biases corrected to SemanticKITTI's class mix. "
+                    "Deterministic by the config's seeds (up to float rounding).")
     parser.add_argument("--out", type=Path, required=True, metavar="OUT.safetensors", help="checkpoint to write")
     parser.add_argument("--out-dir", type=Path, default=Path("runs"),
                         help="where the drives, logs and training checkpoints go (default ./runs)")
@@ -38,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
     source = result.best_checkpoint or result.last_checkpoint
     export_student(source, args.out, half=True)
     miou = "n/a" if result.best_miou is None else f"{result.best_miou * 100:.1f} %"
-    print(f"wrote {args.out} from {source} (synthetic validation mIoU {miou})")
+    shifted = "" if config.data.target_class_counts is None else ", before the label-shift correction of its biases"
+    print(f"wrote {args.out} from {source} (synthetic validation mIoU {miou}{shifted})")
     return 0

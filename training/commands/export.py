@@ -17,6 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_student_output(parser)
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the file; the "
                         "runtime upcasts them)")
+    parser.add_argument("--no-label-shift", action="store_true",
+                        help="leave out the label-shift correction of the config's data.target_class_counts "
+                             "(export the classifier as trained)")
     parser.set_defaults(func=run)
     return parser
 
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from elite_ros_training.export import export_student
 
     refuse_existing_output(args)
-    out = export_student(args.checkpoint, args.out, half=args.half)
+    out = export_student(args.checkpoint, args.out, half=args.half, label_shift=not args.no_label_shift)
     training = read_metadata(out).training
     miou = training.get("val_miou")
     print(f"wrote {out} (epoch {training.get('epoch')}, step {training.get('global_step')}, val mIoU "
