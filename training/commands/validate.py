@@ -12,7 +12,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "validate",
         help="per-class IoU / mIoU of a checkpoint on labelled data (the same report as elite-ros evaluate)",
-        description="Export the student of CHECKPOINT (a training .ckpt, or a runtime .safetensors) and run "
+        description="Export the student of CHECKPOINT (a training .ckpt, or a runtime .safetensors) as `export` "
+                    "does (label-shift correction included) and run "
                     "`elite-ros evaluate` on every input: the report (report.md, metrics.json, figures) is "
                     "exactly that command's. With several inputs each gets its own report folder.")
     parser.add_argument("--checkpoint", required=True, type=Path, help="training .ckpt or runtime .safetensors")
@@ -21,6 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "default ./report_<input name>)")
     parser.add_argument("--tta-votes", type=int, default=1, help="test-time augmentation votes (1 = off; the "
                         "paper's test protocol uses 12)")
+    parser.add_argument("--no-label-shift", action="store_true",
+                        help="score a training .ckpt without its config's label-shift correction "
+                             "(data.target_class_counts): the network as trained, as its val/mIoU was measured")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--overwrite", action="store_true", help="replace existing report folders")
     add_progress_flag(parser)
@@ -37,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="elite_ros_validate_") as scratch:
         weights = args.checkpoint
         if weights.suffix != ".safetensors":
-            weights = export_student(args.checkpoint, Path(scratch) / "student.safetensors")
+            weights = export_student(args.checkpoint, Path(scratch) / "student.safetensors",
+                                     label_shift=not args.no_label_shift)
         status = 0
         for data in args.data:
             command = ["evaluate", str(data), "--checkpoint", str(weights), "-p", f"tta_votes={args.tta_votes}"]
