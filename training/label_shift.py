@@ -27,22 +27,7 @@ from torch import nn
 from elite_ros.fusion import FusionStudent
 from elite_ros.labels import IGNORE_ID
 from elite_ros.student import Student
-from elite_ros_training.ppmskd import class_weights_from_counts
-
-
-def _shares(counts: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
-    """(C,) float64 share of each labelled class (class 0 excluded); a class with count 0 takes the
-    smallest positive share, so that every offset stays finite (as the class weights treat it)."""
-    values = np.asarray(counts, dtype=np.float64).reshape(-1)
-    if not np.isfinite(values).all() or (values < 0).any():
-        raise ValueError(f"{name} must be finite and >= 0, got {values.tolist()}")
-    labelled = values.copy()
-    labelled[IGNORE_ID] = 0.0
-    if labelled.sum() <= 0:
-        raise ValueError(f"{name} hold no labelled point (every class other than {IGNORE_ID} has count 0)")
-    shares = labelled / labelled.sum()
-    shares[labelled == 0] = shares[labelled > 0].min()
-    return shares
+from elite_ros_training.ppmskd import class_shares, class_weights_from_counts
 
 
 def label_shift_offsets(train_counts: Sequence[int] | np.ndarray,
@@ -51,16 +36,18 @@ def label_shift_offsets(train_counts: Sequence[int] | np.ndarray,
 
     train_counts: points per training id in the training frames, whose shares gave the CE weights w;
     target_counts: points per training id in the data the model will run on (only the ratios matter).
+    pi are their `class_shares` (a class with count 0 takes the smallest share, so offsets stay finite).
     """
-    train = np.asarray(train_counts, dtype=np.float64).reshape(-1)
-    target = np.asarray(target_counts, dtype=np.float64).reshape(-1)
+    train, target = np.asarray(train_counts).reshape(-1), np.asarray(target_counts).reshape(-1)
     if train.shape != target.shape:
         raise ValueError(f"train and target class counts differ in length: {train.shape[0]} and {target.shape[0]}")
-    offsets = np.log(_shares(target, "target class counts")) - np.log(_shares(train, "training class counts"))
+    target_shares = class_shares(target, "target class counts").numpy()
+    train_shares = class_shares(train, "training class counts").numpy()
     weights = class_weights_from_counts(train).numpy().astype(np.float64)
-    labelled = np.arange(offsets.shape[0]) != IGNORE_ID
-    offsets[labelled] -= np.log(weights[labelled])
-    offsets[IGNORE_ID] = 0.0
+    labelled = np.arange(train.shape[0]) != IGNORE_ID
+    offsets = np.zeros(train.shape[0], dtype=np.float64)
+    offsets[labelled] = (np.log(target_shares[labelled]) - np.log(train_shares[labelled])
+                         - np.log(weights[labelled]))
     return offsets
 
 
